@@ -1,0 +1,174 @@
+"""The Flax modules shared by all four networks: conv+BN+ReLU, the Inception block (plain or
+scaled-residual), a stage of repeated blocks under `nn.scan`, and the auxiliary head."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from inception_jax.models.specs import BlockSpec, Conv, Layer, Pool, Split
+
+# He-normal (truncated): keeps activations of the deep ReLU trunk at unit scale at init.
+conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Knobs every layer needs, passed down from the network (hashable, static)."""
+
+    train: bool = False
+    width: float = 1.0
+    dtype: Any = jnp.float32
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+    bn_scale: bool = True
+    pool_count_include_pad: bool = False
+    remat: bool = False
+
+
+def scaled_width(features: int, width: float) -> int:
+    """Filter count after the width multiplier (at least one filter)."""
+    return max(1, int(round(features * width)))
+
+
+class ConvBN(nn.Module):
+    """Conv (no bias) → BatchNorm → ReLU, the basic unit of every Inception network."""
+
+    features: int
+    kernel: tuple[int, int]
+    stride: int
+    padding: Any
+    opts: Options
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        o = self.opts
+        x = nn.Conv(
+            scaled_width(self.features, o.width),
+            self.kernel,
+            strides=self.stride,
+            padding=self.padding,
+            use_bias=False,
+            dtype=o.dtype,
+            kernel_init=conv_init,
+            name="conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not o.train,
+            momentum=o.bn_momentum,
+            epsilon=o.bn_epsilon,
+            use_scale=o.bn_scale,
+            dtype=o.dtype,
+            name="bn",
+        )(x)
+        return nn.relu(x)
+
+
+def pool(x: jnp.ndarray, spec: Pool, opts: Options) -> jnp.ndarray:
+    """Max or average pooling as the spec says; average pools exclude padding by default."""
+    window, strides = (spec.window, spec.window), (spec.stride, spec.stride)
+    if spec.kind == "max":
+        return nn.max_pool(x, window, strides, padding=spec.padding)
+    return nn.avg_pool(
+        x, window, strides, padding=spec.padding, count_include_pad=opts.pool_count_include_pad
+    )
+
+
+class InceptionBlock(nn.Module):
+    """Parallel branches concatenated on channels; optionally a scaled residual.
+
+    Convs are named `b{branch}_{k}` with k counting the convs of the branch in order (nested
+    splits included). A residual block adds `proj`, a linear 1×1 conv with bias back to the
+    trunk width, multiplies it by `residual.scale`, adds it to the input and applies ReLU
+    unless `residual.activate` is False.
+    """
+
+    spec: BlockSpec
+    opts: Options
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        def run(h: jnp.ndarray, layers: tuple[Layer, ...], prefix: str, count: list[int]):
+            for layer in layers:
+                if isinstance(layer, Conv):
+                    name = f"{prefix}_{count[0]}"
+                    count[0] += 1
+                    h = ConvBN(
+                        layer.features, layer.kernel, layer.stride, layer.padding, self.opts,
+                        name=name,
+                    )(h)
+                elif isinstance(layer, Pool):
+                    h = pool(h, layer, self.opts)
+                elif isinstance(layer, Split):
+                    h = jnp.concatenate([run(h, b, prefix, count) for b in layer.branches], -1)
+                else:
+                    raise TypeError(f"unknown layer spec {layer!r}")
+            return h
+
+        outs = [run(x, b, f"b{i}", [0]) for i, b in enumerate(self.spec.branches)]
+        y = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
+        res = self.spec.residual
+        if res is None:
+            return y
+        y = nn.Conv(
+            x.shape[-1], (1, 1), use_bias=True, dtype=self.opts.dtype, kernel_init=conv_init,
+            name="proj",
+        )(y)
+        x = x + jnp.asarray(res.scale, y.dtype) * y
+        return nn.relu(x) if res.activate else x
+
+
+def apply_block(
+    x: jnp.ndarray, spec: BlockSpec, opts: Options, name: str, repeat: int | None
+) -> jnp.ndarray:
+    """Applies one block (`repeat=None`) or a stage of `repeat` identical blocks.
+
+    A stage runs under `nn.scan`, so its parameters are stacked on a leading axis and 20
+    blocks compile like one. Must be called inside a compact method of the parent module.
+    """
+    block_cls = nn.remat(InceptionBlock, prevent_cse=repeat is None) if opts.remat else (
+        InceptionBlock
+    )
+    if repeat is None:
+        return block_cls(spec, opts, name=name)(x)
+    if repeat == 0:
+        return x
+
+    def body(module: nn.Module, carry: jnp.ndarray, _: Any):
+        return module(carry), None
+
+    scanned = nn.scan(
+        body,
+        variable_axes={"params": 0, "batch_stats": 0},
+        split_rngs={"params": True},
+        length=repeat,
+    )
+    x, _ = scanned(block_cls(spec, opts, name=name), x, None)
+    return x
+
+
+class AuxHead(nn.Module):
+    """The auxiliary classifier of slim's v3/v4/IR-v2, adapted to any map size.
+
+    avg-pool 5×5/3 → 1×1 conv 128 → 5×5 conv 768 → global mean → dense. The 5×5 kernel keeps
+    its shape at every input size (so weights transfer across resolutions): smaller maps are
+    zero-padded to 5×5, larger ones averaged after the conv (as timm does).
+    """
+
+    num_classes: int
+    opts: Options
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        h, w = x.shape[1:3]
+        window = (min(5, h), min(5, w))
+        x = nn.avg_pool(x, window, (3, 3), padding="VALID")
+        x = ConvBN(128, (1, 1), 1, "VALID", self.opts, name="conv_0")(x)
+        h, w = x.shape[1:3]
+        pads = tuple(((5 - s) // 2, 5 - s - (5 - s) // 2) if s < 5 else (0, 0) for s in (h, w))
+        x = ConvBN(768, (5, 5), 1, pads, self.opts, name="conv_1")(x)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, dtype=self.opts.dtype, name="head")(x)

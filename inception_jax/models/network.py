@@ -1,0 +1,138 @@
+"""The network skeleton shared by the four Inception models.
+
+A network is a list of `Unit`s (stem pieces, blocks, stages of repeated blocks) followed by
+global average pooling, dropout and a dense classifier, with an optional auxiliary head tapped
+after one unit. Subclasses only describe their units; the forward pass lives here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from inception_jax.models.modules import AuxHead, Options, apply_block
+from inception_jax.models.specs import Unit, min_input_size
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def require(condition: bool, message: str) -> None:
+    """Raises ValueError(message) unless condition holds."""
+    if not condition:
+        raise ValueError(message)
+
+
+class InceptionNet(nn.Module):
+    """Base class: `__call__(x, train)` maps NHWC images in [-1, 1] to logits.
+
+    Returns `logits`, or `(logits, aux_logits)` when `aux_head` is on and `train` is True.
+    Parameters are float32; `dtype` sets the compute dtype ("float32" or "bfloat16").
+    """
+
+    num_classes: int = 1000
+    width: float = 1.0
+    dropout_rate: float = 0.2
+    aux_head: bool = False
+    bn_scale: bool = True
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+    dtype: str = "float32"
+    remat: bool = False
+    pool_count_include_pad: bool = False
+
+    # Name of the unit after which the auxiliary head is attached (set by subclasses).
+    aux_after: ClassVar[str | None] = None
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        require(self.num_classes >= 1, f"{name}: num_classes must be >= 1, got {self.num_classes}")
+        require(self.width > 0, f"{name}: width must be > 0, got {self.width}")
+        require(
+            0.0 <= self.dropout_rate < 1.0,
+            f"{name}: dropout_rate must be in [0, 1), got {self.dropout_rate}",
+        )
+        require(
+            0.0 < self.bn_momentum < 1.0,
+            f"{name}: bn_momentum must be in (0, 1), got {self.bn_momentum}",
+        )
+        require(self.bn_epsilon > 0, f"{name}: bn_epsilon must be > 0, got {self.bn_epsilon}")
+        require(
+            self.dtype in DTYPES,
+            f"{name}: dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}",
+        )
+        self.validate()
+        super().__post_init__()
+
+    def validate(self) -> None:
+        """Subclass hook for checks of their own fields."""
+
+    def units(self) -> list[Unit]:
+        """The network's layers as data, in order."""
+        raise NotImplementedError
+
+    @property
+    def min_input_size(self) -> int:
+        """The smallest square input (pixels) the network accepts."""
+        return min_input_size(self.units())
+
+    def check_input(self, x: jnp.ndarray) -> None:
+        """Raises ValueError for inputs that are not NHWC or smaller than the minimum."""
+        name = type(self).__name__
+        require(x.ndim == 4, f"{name} takes NHWC images (4 dims), got shape {tuple(x.shape)}")
+        m = self.min_input_size
+        h, w = x.shape[1:3]
+        require(
+            h >= m and w >= m,
+            f"{name} needs images of at least {m}x{m} pixels, got {h}x{w}: "
+            f"resize the input (e.g. set the data image_size to >= {m}).",
+        )
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False):
+        self.check_input(x)
+        opts = Options(
+            train=train,
+            width=self.width,
+            dtype=DTYPES[self.dtype],
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            bn_scale=self.bn_scale,
+            pool_count_include_pad=self.pool_count_include_pad,
+            remat=self.remat,
+        )
+        x = x.astype(opts.dtype)
+        aux = None
+        for unit in self.units():
+            x = apply_block(x, unit.block, opts, unit.name, unit.repeat)
+            self.sow("intermediates", unit.name, x)
+            # The aux head's parameters exist whenever it is on; it runs only when training.
+            if self.aux_head and unit.name == self.aux_after and (train or self.is_initializing()):
+                aux = AuxHead(self.num_classes, opts, name="aux")(x).astype(jnp.float32)
+        x = jnp.mean(x, axis=(1, 2))
+        self.sow("intermediates", "pooled", x)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        logits = nn.Dense(self.num_classes, dtype=opts.dtype, name="head")(x).astype(jnp.float32)
+        if train and aux is not None:
+            return logits, aux
+        return logits
+
+
+def check_blocks(name: str, blocks: Any, count: int = 3) -> None:
+    """Validates a `blocks` (blocks per stage) knob."""
+    require(
+        isinstance(blocks, (tuple, list))
+        and len(blocks) == count
+        and all(isinstance(b, int) and b >= 0 for b in blocks),
+        f"{name}: blocks must be {count} non-negative ints (blocks per stage), got {blocks!r}",
+    )
+
+
+def check_scales(name: str, scales: Any) -> None:
+    """Validates a `residual_scales` knob (one positive float per stage)."""
+    require(
+        isinstance(scales, (tuple, list)) and len(scales) == 3 and all(s > 0 for s in scales),
+        f"{name}: residual_scales must be 3 positive numbers (35x35, 17x17, 8x8 stages), "
+        f"got {scales!r}",
+    )
