@@ -140,7 +140,7 @@ def _plan(name: str, model: InceptionNet) -> list[tuple[tuple[str, ...], list[st
         ours = _our_conv_names(unit.block)
         if len(ours) != len(conv_names):
             raise AssertionError(f"{unit_name}: {len(ours)} convs but {len(conv_names)} timm names")
-        for our, theirs in zip(ours, conv_names):
+        for our, theirs in zip(ours, conv_names, strict=True):
             conv_bn((unit_name, our), [_join(m, theirs) for m in modules])
         if unit.block.residual is not None:
             plan.append(((("params", unit_name, "proj", "kernel")),
@@ -201,10 +201,10 @@ def convert(name: str, state_dict: Mapping[str, Any], **model_overrides) -> dict
     used, missing, misshaped, flat = set(), [], [], {}
     for path, keys, transform in plan:
         absent = [k for k in keys if k not in state]
+        used.update(k for k in keys if k in state)
         if absent:
             missing.extend(absent)
             continue
-        used.update(keys)
         arrays = [transform(state[k]) for k in keys]
         if any(a.shape != arrays[0].shape for a in arrays):
             misshaped.append(f"{keys[0]}...: shapes differ between repeats")

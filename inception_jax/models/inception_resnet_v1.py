@@ -18,7 +18,7 @@ from inception_jax.models.specs import (
 
 
 class InceptionResNetV1(InceptionNet):
-    """Inception-ResNet-v1: 22.8M parameters (22,756,328 with 1000 classes), the residual counterpart of Inception-v3.
+    """Inception-ResNet-v1, the residual counterpart of Inception-v3: 22,756,328 parameters.
 
     `blocks`: IR-A/B/C counts (paper: 5, 10, 5); `residual_scales`: the factor each stage's
     residual branch is multiplied by before the addition (1.0 = unscaled).

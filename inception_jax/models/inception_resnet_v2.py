@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from inception_jax.models.network import InceptionNet, require, check_blocks, check_scales
+from inception_jax.models.network import InceptionNet, check_blocks, check_scales, require
 from inception_jax.models.specs import (
     AVG_POOL,
     MAX_POOL,
@@ -59,7 +59,9 @@ class InceptionResNetV2(InceptionNet):
 
     def validate(self) -> None:
         name = type(self).__name__
-        require(self.layout in LAYOUTS, f"{name}: layout must be one of {LAYOUTS}, got {self.layout!r}")
+        require(
+            self.layout in LAYOUTS, f"{name}: layout must be one of {LAYOUTS}, got {self.layout!r}"
+        )
         check_blocks(name, self.stage_blocks)
         check_scales(name, self.residual_scales)
         require(

@@ -27,6 +27,7 @@ class Options:
     bn_scale: bool = True
     pool_count_include_pad: bool = False
     remat: bool = False
+    scan_unroll: int = 1
 
 
 def scaled_width(features: int, width: float) -> int:
@@ -145,6 +146,7 @@ def apply_block(
         variable_axes={"params": 0, "batch_stats": 0},
         split_rngs={"params": True},
         length=repeat,
+        unroll=max(1, min(opts.scan_unroll, repeat)),
     )
     x, _ = scanned(block_cls(spec, opts, name=name), x, None)
     return x

@@ -41,6 +41,7 @@ class InceptionNet(nn.Module):
     dtype: str = "float32"
     remat: bool = False
     pool_count_include_pad: bool = False
+    scan_unroll: int = 1
 
     # Name of the unit after which the auxiliary head is attached (set by subclasses).
     aux_after: ClassVar[str | None] = None
@@ -61,6 +62,10 @@ class InceptionNet(nn.Module):
         require(
             self.dtype in DTYPES,
             f"{name}: dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}",
+        )
+        require(
+            isinstance(self.scan_unroll, int) and self.scan_unroll >= 1,
+            f"{name}: scan_unroll must be an int >= 1, got {self.scan_unroll!r}",
         )
         self.validate()
         super().__post_init__()
@@ -101,17 +106,18 @@ class InceptionNet(nn.Module):
             bn_scale=self.bn_scale,
             pool_count_include_pad=self.pool_count_include_pad,
             remat=self.remat,
+            scan_unroll=self.scan_unroll,
         )
         x = x.astype(opts.dtype)
         aux = None
         for unit in self.units():
             x = apply_block(x, unit.block, opts, unit.name, unit.repeat)
-            self.sow("intermediates", unit.name, x)
+            self.sow("intermediates", f"{unit.name}_out", x)
             # The aux head's parameters exist whenever it is on; it runs only when training.
             if self.aux_head and unit.name == self.aux_after and (train or self.is_initializing()):
                 aux = AuxHead(self.num_classes, opts, name="aux")(x).astype(jnp.float32)
         x = jnp.mean(x, axis=(1, 2))
-        self.sow("intermediates", "pooled", x)
+        self.sow("intermediates", "pooled_out", x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         logits = nn.Dense(self.num_classes, dtype=opts.dtype, name="head")(x).astype(jnp.float32)
         if train and aux is not None:

@@ -40,7 +40,7 @@ class Split:
     branches: tuple[tuple[Layer, ...], ...]
 
 
-Layer = Union[Conv, Pool, Split]
+Layer = Union[Conv, Pool, Split]  # noqa: UP007 (a runtime alias; `|` needs 3.10 objects)
 Branches = tuple[tuple[Layer, ...], ...]
 
 
@@ -90,7 +90,9 @@ def split(*branches: tuple[Layer, ...]) -> Split:
     return Split(tuple(tuple(b) for b in branches))
 
 
-def block(*branches: tuple[Layer, ...] | list[Layer], residual: Residual | None = None) -> BlockSpec:
+def block(
+    *branches: tuple[Layer, ...] | list[Layer], residual: Residual | None = None
+) -> BlockSpec:
     """Shorthand for a `BlockSpec` from branch lists."""
     return BlockSpec(tuple(tuple(b) for b in branches), residual)
 

@@ -1,0 +1,11 @@
+"""Test setup: 8 fake CPU devices and a persistent XLA compilation cache (set before JAX loads)."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/inception_jax/jax_cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")

@@ -1,0 +1,253 @@
+"""Shapes, parameter counts, knobs and errors of the four networks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inception_jax.models import available_models, create
+from inception_jax.models.modules import InceptionBlock, Options
+from inception_jax.models.specs import Residual, block, conv
+from inception_jax.summary import count_params
+from tests.helpers import random_variables
+
+ALL = ["inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2"]
+
+
+def shapes(model, size, train=False, batch=2):
+    x = jnp.zeros((batch, size, size, 3))
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    out = jax.eval_shape(
+        lambda v, x: model.apply(
+            v, x, train=train, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"]
+        )[0],
+        variables,
+        x,
+    )
+    return variables, out
+
+
+def test_registry_lists_the_four_networks():
+    assert available_models() == sorted(ALL)
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [("inception_v3", 23_834_568), ("inception_v4", 42_679_816),
+     ("inception_resnet_v2", 55_843_464)],
+)
+def test_parameter_counts_match_the_reference_sizes(name, expected):
+    variables, _ = shapes(create(name), 299)
+    assert count_params(variables["params"]) == expected
+
+
+def _figure_count_inception_resnet_v1(num_classes=1000):
+    """Parameter count of the paper's Figs. 10-14 from their layer lists (BN gamma + beta)."""
+    convs = []  # (kh, kw, cin, cout) of conv+BN layers
+    proj = []  # (cin, cout) of biased 1x1 up-projections
+
+    def c(kh, kw, cin, cout):
+        convs.append((kh, kw, cin, cout))
+
+    # Fig. 14 stem
+    c(3, 3, 3, 32); c(3, 3, 32, 32); c(3, 3, 32, 64); c(1, 1, 64, 80); c(3, 3, 80, 192)  # noqa: E702
+    c(3, 3, 192, 256)
+    for _ in range(5):  # Fig. 10, Inception-ResNet-A
+        c(1, 1, 256, 32); c(1, 1, 256, 32); c(3, 3, 32, 32)  # noqa: E702
+        c(1, 1, 256, 32); c(3, 3, 32, 32); c(3, 3, 32, 32)  # noqa: E702
+        proj.append((96, 256))
+    # Fig. 7 Reduction-A with k, l, m, n = 192, 192, 256, 384
+    c(3, 3, 256, 384); c(1, 1, 256, 192); c(3, 3, 192, 192); c(3, 3, 192, 256)  # noqa: E702
+    for _ in range(10):  # Fig. 11, Inception-ResNet-B
+        c(1, 1, 896, 128); c(1, 1, 896, 128); c(1, 7, 128, 128); c(7, 1, 128, 128)  # noqa: E702
+        proj.append((256, 896))
+    # Fig. 12 Reduction-B
+    c(1, 1, 896, 256); c(3, 3, 256, 384); c(1, 1, 896, 256); c(3, 3, 256, 256)  # noqa: E702
+    c(1, 1, 896, 256); c(3, 3, 256, 256); c(3, 3, 256, 256)  # noqa: E702
+    for _ in range(5):  # Fig. 13, Inception-ResNet-C
+        c(1, 1, 1792, 192); c(1, 1, 1792, 192); c(1, 3, 192, 192); c(3, 1, 192, 192)  # noqa: E702
+        proj.append((384, 1792))
+    total = sum(kh * kw * ci * co + 2 * co for kh, kw, ci, co in convs)
+    total += sum(ci * co + co for ci, co in proj)
+    return total + 1792 * num_classes + num_classes
+
+
+def test_inception_resnet_v1_count_equals_the_papers_figures():
+    variables, _ = shapes(create("inception_resnet_v1"), 299)
+    expected = _figure_count_inception_resnet_v1()
+    assert expected == 22_756_328  # ≈ 22.8M as the paper says
+    assert count_params(variables["params"]) == expected
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("size", [299, 75])
+def test_output_shapes_at_299_and_at_the_minimum(name, size):
+    model = create(name, num_classes=17)
+    assert model.min_input_size == 75
+    _, logits = shapes(model, size)
+    assert logits.shape == (2, 17) and logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_below_minimum_size_names_the_minimum(name):
+    with pytest.raises(ValueError, match="at least 75x75 pixels, got 74x74"):
+        shapes(create(name), 74)
+
+
+def test_unit_output_shapes_follow_the_paper():
+    def unit_shapes(model):
+        x = jnp.zeros((1, 299, 299, 3))
+        v = jax.eval_shape(model.init, jax.random.key(0), x)
+        _, state = jax.eval_shape(
+            lambda v, x: model.apply(v, x, mutable=["intermediates"]), v, x
+        )
+        return {k[:-4]: tuple(s[0].shape[1:]) for k, s in state["intermediates"].items()}
+
+    v4 = unit_shapes(create("inception_v4"))
+    assert v4["mixed_5a"] == (35, 35, 384)
+    assert v4["reduction_a"] == (17, 17, 1024)
+    assert v4["reduction_b"] == (8, 8, 1536)
+    assert v4["inception_c"] == (8, 8, 1536)
+    v1 = unit_shapes(create("inception_resnet_v1"))
+    assert (v1["stem"], v1["reduction_a"], v1["block8"]) == (
+        (35, 35, 256), (17, 17, 896), (8, 8, 1792))
+    rel = unit_shapes(create("inception_resnet_v2"))
+    assert (rel["block35"], rel["block17"], rel["conv_7b"]) == (
+        (35, 35, 320), (17, 17, 1088), (8, 8, 1536))
+    paper = unit_shapes(create("inception_resnet_v2", layout="paper"))
+    assert (paper["block35"], paper["block17"], paper["block8"]) == (
+        (35, 35, 384), (17, 17, 1152), (8, 8, 2144))
+    v3 = unit_shapes(create("inception_v3"))
+    assert (v3["mixed_5d"], v3["mixed_6e"], v3["mixed_7c"]) == (
+        (35, 35, 288), (17, 17, 768), (8, 8, 2048))
+
+
+def test_unknown_model_and_option_errors():
+    with pytest.raises(ValueError, match="Known models: inception_resnet_v1, inception_resnet_v2"):
+        create("inception_v5")
+    with pytest.raises(ValueError, match="has no option.*widht"):
+        create("inception_v4", widht=2.0)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"width": 0}, "width must be > 0"),
+        ({"dropout_rate": 1.0}, "dropout_rate must be in"),
+        ({"dtype": "int8"}, "dtype must be one of"),
+        ({"blocks": (1, 2)}, "blocks must be 3 non-negative ints"),
+        ({"residual_scales": (0.1, 0.0, 0.2)}, "residual_scales must be 3 positive"),
+        ({"layout": "figure"}, "layout must be one of"),
+    ],
+)
+def test_bad_knob_values_raise_clear_errors(overrides, message):
+    name = "inception_resnet_v2"
+    with pytest.raises(ValueError, match=message):
+        create(name, **overrides)
+
+
+def test_scanned_stages_make_depth_free_to_compile():
+    """20 blocks trace to the same program size as 1: the stage is one scan."""
+
+    def n_eqns(blocks):
+        model = create("inception_resnet_v2", blocks=blocks, width=0.25)
+        x = jnp.zeros((1, 75, 75, 3))
+        v = jax.eval_shape(model.init, jax.random.key(0), x)
+        return len(jax.make_jaxpr(lambda v, x: model.apply(v, x))(v, x).jaxpr.eqns)
+
+    assert n_eqns((2, 2, 2)) == n_eqns((10, 20, 10))
+    shallow = create("inception_resnet_v2", blocks=(2, 2, 2))
+    deep = create("inception_resnet_v2")
+    v_shallow, _ = shapes(shallow, 75)
+    v_deep, _ = shapes(deep, 75)
+    assert v_deep["params"]["block17"]["proj"]["kernel"].shape == (20, 1, 1, 384, 1088)
+    assert v_shallow["params"]["block17"]["proj"]["kernel"].shape == (2, 1, 1, 384, 1088)
+
+
+def test_width_multiplier_scales_every_conv():
+    v, _ = shapes(create("inception_v4", width=0.5), 75)
+    assert v["params"]["stem"]["b0_0"]["conv"]["kernel"].shape == (3, 3, 3, 16)
+    assert v["params"]["inception_c"]["b0_0"]["conv"]["kernel"].shape == (3, 1, 1, 768, 128)
+    assert v["params"]["head"]["kernel"].shape == (768, 1000)
+
+
+def test_bn_without_gamma_has_no_scale_parameters():
+    with_gamma, _ = shapes(create("inception_v4"), 75)
+    without, _ = shapes(create("inception_v4", bn_scale=False), 75)
+    gammas = sum(
+        int(np.prod(x.shape))
+        for p, x in jax.tree_util.tree_flatten_with_path(with_gamma["params"])[0]
+        if p[-1].key == "scale"
+    )
+    assert gammas > 0
+    assert count_params(with_gamma["params"]) - count_params(without["params"]) == gammas
+
+
+def _tiny_forward(name, train, **overrides):
+    model = create(name, num_classes=5, width=0.125, **overrides)
+    x = jax.random.uniform(jax.random.key(0), (2, 75, 75, 3), minval=-1, maxval=1)
+    variables = random_variables(model, 75, seed=1)
+    out, _ = jax.jit(
+        lambda v, x: model.apply(
+            v, x, train=train, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"]
+        )
+    )(variables, x)
+    return variables, out
+
+
+@pytest.mark.parametrize("name", ["inception_v3", "inception_v4", "inception_resnet_v2"])
+def test_aux_head_adapts_to_a_small_map_and_returns_only_in_training(name):
+    variables, (logits, aux) = _tiny_forward(name, train=True, aux_head=True)
+    assert logits.shape == aux.shape == (2, 5)
+    assert np.all(np.isfinite(aux))
+    # The 5x5 aux kernel keeps its shape at any input size.
+    assert variables["params"]["aux"]["conv_1"]["conv"]["kernel"].shape[:2] == (5, 5)
+    _, eval_out = _tiny_forward(name, train=False, aux_head=True)
+    assert eval_out.shape == (2, 5)
+
+
+def test_residual_branch_is_scaled_before_the_addition():
+    x = jax.random.normal(jax.random.key(0), (1, 9, 9, 8))
+
+    def run(scale):
+        spec = block([conv(4)], [conv(4), conv(4, 3)], residual=Residual(scale, activate=False))
+        m = InceptionBlock(spec, Options())
+        return jax.jit(m.apply)(jax.jit(m.init)(jax.random.key(1), x), x)
+
+    full, half = run(1.0), run(0.5)
+    np.testing.assert_allclose(np.asarray(half - x), 0.5 * np.asarray(full - x), atol=1e-6)
+    assert float(jnp.abs(full - x).max()) > 1e-2
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_close_logits():
+    model32 = create("inception_resnet_v2", num_classes=5, width=0.125)
+    model16 = create("inception_resnet_v2", num_classes=5, width=0.125, dtype="bfloat16")
+    x = jax.random.uniform(jax.random.key(0), (2, 75, 75, 3), minval=-1, maxval=1)
+    variables = random_variables(model32, 75, seed=1)
+    v16 = jax.eval_shape(model16.init, jax.random.key(1), x)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(v16["params"]))
+    jaxpr = str(jax.make_jaxpr(lambda v, x: model16.apply(v, x))(variables, x))
+    assert "bf16" in jaxpr
+    out32 = jax.jit(model32.apply)(variables, x)
+    out16 = jax.jit(model16.apply)(variables, x)
+    assert out16.dtype == jnp.float32
+    np.testing.assert_allclose(out16, out32, atol=0.05 * float(jnp.abs(out32).max()) + 1e-3)
+
+
+def test_remat_gives_the_same_gradients():
+    x = jax.random.uniform(jax.random.key(0), (2, 75, 75, 3), minval=-1, maxval=1)
+
+    def grads(remat):
+        model = create("inception_resnet_v2", num_classes=5, width=0.125, remat=remat,
+                       blocks=(2, 2, 2))
+        variables = random_variables(model, 75, seed=1)
+
+        def loss(p):
+            out, _ = model.apply({**variables, "params": p}, x, train=True,
+                                 rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
+            return jnp.sum(out**2)
+
+        return jax.jit(jax.grad(loss))(variables["params"])
+
+    for a, b in zip(jax.tree.leaves(grads(False)), jax.tree.leaves(grads(True)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
