@@ -1,0 +1,94 @@
+"""The paper's ImageNet recipe as a ConfigDict, shared by the per-network config files."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict:
+    """The defaults of every run: Inception-v4 paper recipe on ImageNet-2012 at 299x299."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = model_name
+    c.model.num_classes = 1000
+    c.model.width = 1.0
+    c.model.dropout_rate = 0.2  # keep 0.8
+    c.model.aux_head = True  # slim trains v3/v4/IR-v2 with the aux head, loss weight 0.4
+    c.model.bn_momentum = 0.9997  # slim
+    c.model.dtype = "float32"  # "bfloat16" on GPU/TPU
+    c.model.remat = False
+    c.model.update(model_knobs)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "imagenet2012"
+    c.data.data_dir = None  # TFDS default (~/tensorflow_datasets)
+    c.data.image_size = 299
+    c.data.train_split = "train"
+    c.data.eval_split = "validation"
+    c.data.shuffle_buffer = 16_384
+    c.data.color_distortion = True
+    c.data.min_crop_area = 0.05  # distorted crop covers 5-100% of the image
+    c.data.folder = ""  # for data.name = "image_folder": root/split/label/*.jpg
+    c.data.builder = ml_collections.ConfigDict(  # for data.name = "inception_shapes"
+        {"image_size": 64, "num_train": 2000, "num_test": 500, "seed": 0}
+    )
+
+    c.train = ml_collections.ConfigDict()
+    c.train.global_batch_size = 1024
+    c.train.eval_batch_size = 1024
+    c.train.num_epochs = 100.0  # the Inception-v3 paper's length
+    c.train.num_steps = ml_collections.FieldReference(None, field_type=int)  # overrides epochs
+    c.train.label_smoothing = 0.1
+    c.train.aux_loss_weight = 0.4
+    c.train.ema_decay = 0.9999
+    c.train.ema_warmup = True  # TF's min(decay, (1 + step) / (10 + step))
+    c.train.log_every_steps = 100
+    c.train.eval_every_steps = 5000
+    c.train.checkpoint_every_steps = 2000
+    c.train.keep_checkpoints = 3
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "rmsprop"  # or "rmsprop_tf1": TF1-exact semantics
+    c.optim.decay = 0.9
+    c.optim.momentum = 0.9
+    c.optim.eps = 1.0
+    c.optim.grad_clip_norm = 2.0
+    c.optim.weight_decay = 4e-5
+    c.optim.weight_decay_mask = "kernels"
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.base_lr = 0.045
+    c.schedule.reference_batch_size = 256  # lr = base_lr * global_batch / reference
+    c.schedule.decay_rate = 0.94
+    c.schedule.decay_epochs = 2.0
+    c.schedule.warmup_epochs = 0.0
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.model_axis = 1  # > 1 also shards parameters and optimizer state (wide models)
+    return c
+
+
+def make_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks a config to train on a 2-core CPU in a few minutes on the built-in dataset."""
+    c.model.num_classes = 10
+    c.model.width = 0.25
+    c.model.aux_head = False
+    c.model.bn_momentum = 0.9
+    c.data.name = "inception_shapes"
+    c.data.image_size = 75  # the networks' minimum
+    c.data.eval_split = "test"
+    c.data.shuffle_buffer = 2000
+    c.data.color_distortion = False
+    c.data.min_crop_area = 0.35  # small crops would cut the shape out
+    c.train.global_batch_size = 32
+    c.train.eval_batch_size = 64
+    c.train.num_epochs = 5.0
+    c.train.ema_decay = 0.99
+    c.train.log_every_steps = 20
+    c.train.eval_every_steps = 100
+    c.train.checkpoint_every_steps = 50
+    c.schedule.reference_batch_size = 32
+    c.schedule.decay_epochs = 1.0
+    return c

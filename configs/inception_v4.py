@@ -1,0 +1,19 @@
+"""inception_v4 on ImageNet-2012 with the paper's recipe.
+
+Run:    python train.py --config=configs/inception_v4.py --workdir=/tmp/inception_v4
+Smoke:  python train.py --config=configs/inception_v4.py:smoke --workdir=/tmp/inception_v4_smoke
+        (reduced width/depth, 75x75, the built-in inception_shapes data; 2-core CPU)
+"""
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+    """The config; arg "smoke" shrinks it for a laptop."""
+    c = common.imagenet_config("inception_v4")
+    if arg not in (None, "", "smoke"):
+        raise ValueError(f"unknown config variant {arg!r}; use 'smoke' or nothing")
+    if arg == "smoke":
+        common.make_smoke(c)
+        c.model.blocks = (1, 2, 1)
+    return c

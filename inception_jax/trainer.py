@@ -1,0 +1,225 @@
+"""The training loop: the thin, side-effecting shell around the pure step functions.
+
+`train_and_evaluate(config, workdir)` builds the model, data, optimizer and sharded state
+from the config, resumes from the newest checkpoint in `workdir` if there is one, and trains
+with periodic metrics, evaluation of the moving-average weights, and checkpoints (also on
+SIGTERM). A run is a pure function of its config: resuming continues the same stream.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import signal
+import sys
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from clu import parameter_overview
+from tqdm import tqdm
+
+from inception_jax import sharding
+from inception_jax.checkpoint import Checkpointer
+from inception_jax.data.pipeline import dataset_info, eval_batches, train_batches
+from inception_jax.metrics import create_writer
+from inception_jax.models import InceptionNet, create
+from inception_jax.optim import create_optimizer, learning_rate_schedule
+from inception_jax.train_step import TrainState, eval_step, init_state, train_step
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+def build_model(model_cfg: ml_collections.ConfigDict) -> InceptionNet:
+    """The network named by `config.model.name` with the section's other fields as knobs."""
+    kwargs = {k: v for k, v in model_cfg.to_dict().items() if k != "name"}
+    return create(model_cfg.name, **kwargs)
+
+
+def total_steps(train_cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    """The run's length in steps, from `num_steps` or else `num_epochs` (the one conversion)."""
+    if train_cfg.num_steps is not None and train_cfg.num_steps > 0:
+        return int(train_cfg.num_steps)
+    if train_cfg.num_epochs is None or train_cfg.num_epochs <= 0:
+        raise ValueError("Set train.num_steps or train.num_epochs to a positive number.")
+    return max(1, int(math.ceil(train_cfg.num_epochs * steps_per_epoch)))
+
+
+def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed by this config."""
+    return {
+        "model": config.model.to_dict(),
+        "image_size": config.data.image_size,
+        "dataset": config.data.name,
+    }
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks at step boundaries."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _global_batch(batch: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
+    return {
+        k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()
+    }
+
+
+def evaluate(
+    eval_fn, variables: Any, config: ml_collections.ConfigDict, batch_sharding
+) -> dict[str, float]:
+    """Top-1/top-5 accuracy of `variables` over the whole eval split."""
+    totals = {"top1": 0.0, "top5": 0.0, "count": 0.0}
+    for batch in eval_batches(config.data, config.train.eval_batch_size):
+        out = jax.device_get(eval_fn(variables, _global_batch(batch, batch_sharding)))
+        for k in totals:
+            totals[k] += float(out[k])
+    count = max(totals["count"], 1.0)
+    return {"eval_top1": totals["top1"] / count, "eval_top5": totals["top5"] / count}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains (or resumes) the run described by `config` in `workdir`; returns the final state."""
+    train_cfg = config.train
+    sharding.check_batch_size(train_cfg.global_batch_size)
+    sharding.check_batch_size(train_cfg.eval_batch_size)
+    info = dataset_info(config.data)
+    model = build_model(config.model)
+    if model.num_classes != info.num_classes:
+        raise ValueError(
+            f"model.num_classes={model.num_classes} but dataset {config.data.name!r} has "
+            f"{info.num_classes} classes; set --config.model.num_classes={info.num_classes}."
+        )
+    if config.data.image_size < model.min_input_size:
+        raise ValueError(
+            f"data.image_size={config.data.image_size} is below {config.model.name}'s minimum "
+            f"of {model.min_input_size}; set --config.data.image_size={model.min_input_size} or more."
+        )
+    steps_per_epoch = max(1, info.num_train_examples // train_cfg.global_batch_size)
+    num_steps = total_steps(train_cfg, steps_per_epoch)
+    schedule = learning_rate_schedule(
+        config.schedule, steps_per_epoch, train_cfg.global_batch_size
+    )
+    tx = create_optimizer(config.optim, schedule)
+
+    mesh = sharding.create_mesh(config.mesh.model_axis)
+    batch_sharding = sharding.batch_sharding(mesh)
+    init_fn = functools.partial(
+        init_state, model, tx, jax.random.key(config.seed, impl="rbg"), config.data.image_size
+    )
+    abstract = jax.eval_shape(init_fn)
+    state_sharding = sharding.state_shardings(mesh, abstract)
+
+    checkpointer = Checkpointer(
+        f"{workdir}/checkpoints", train_cfg.keep_checkpoints, run_identity(config)
+    )
+    checkpointer.check_compatible()  # before anything is written to the workdir
+    if checkpointer.latest_step() is not None:
+        target = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            abstract,
+            state_sharding,
+        )
+        state = checkpointer.restore(target)
+        log.info("Resumed from step %d of %s", int(state.step), workdir)
+    else:
+        state = jax.jit(init_fn, out_shardings=state_sharding)()
+    start_step = int(state.step)
+
+    writer = create_writer(workdir)
+    if start_step == 0 and jax.process_index() == 0:
+        parameter_overview.log_parameter_overview(state.params, msg="Model parameters")
+        with open(f"{workdir}/config.json", "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    replicated = sharding.replicated(mesh)
+    step_fn = jax.jit(
+        functools.partial(
+            train_step, model=model, tx=tx, schedule=schedule, cfg=train_cfg, seed=config.seed
+        ),
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(
+        functools.partial(eval_step, model=model),
+        in_shardings=(state_sharding.ema, batch_sharding),
+        out_shardings=replicated,
+    )
+
+    preemption = _Preemption()
+    batches = train_batches(
+        config.data, train_cfg.global_batch_size, config.seed, start_step=start_step
+    )
+    progress = tqdm(
+        total=num_steps,
+        initial=start_step,
+        desc=f"train {config.model.name}",
+        unit="step",
+        disable=jax.process_index() > 0,
+        mininterval=1.0 if sys.stderr.isatty() else 10.0,
+        dynamic_ncols=True,
+    )
+    last_log_time, last_log_step = time.perf_counter(), start_step
+    step = start_step
+    try:
+        while step < num_steps:
+            batch = _global_batch(next(batches), batch_sharding)
+            state, metrics = step_fn(state, batch)
+            step += 1
+            loss = float(metrics["loss"])  # one scalar per step: stop on NaN before saving
+            if not math.isfinite(loss):
+                good = checkpointer.latest_step()
+                raise NonFiniteLossError(
+                    f"Loss became {loss} at step {step}. The last good checkpoint "
+                    f"(step {good}) is kept in {workdir}/checkpoints. Lower "
+                    "schedule.base_lr or optim.grad_clip_norm and rerun."
+                )
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if step % train_cfg.log_every_steps == 0 or step == num_steps:
+                now = time.perf_counter()
+                elapsed = now - last_log_time
+                scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                scalars["step_time_s"] = elapsed / max(1, step - last_log_step)
+                scalars["images_per_s"] = (
+                    train_cfg.global_batch_size * (step - last_log_step) / max(elapsed, 1e-9)
+                )
+                scalars["epoch"] = step / steps_per_epoch
+                writer.write_scalars(step, scalars)
+                last_log_time, last_log_step = now, step
+            if step == num_steps or (
+                train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0
+            ):
+                writer.write_scalars(step, evaluate(eval_fn, state.ema, config, batch_sharding))
+                last_log_time = time.perf_counter()  # eval time is not train time
+            if step == num_steps or step % train_cfg.checkpoint_every_steps == 0:
+                checkpointer.save(step, state)
+            if preemption.requested:
+                log.warning("SIGTERM: saving step %d and stopping.", step)
+                checkpointer.save(step, state)
+                break
+    finally:
+        progress.close()
+        preemption.restore()
+        checkpointer.close()
+        writer.flush()
+    return state
+
