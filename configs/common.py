@@ -50,7 +50,7 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.train.keep_checkpoints = 3
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.name = "rmsprop"  # or "rmsprop_tf1": TF1-exact semantics
+    c.optim.name = "rmsprop_tf1"  # TF1-exact (the paper's); or "rmsprop_torch" (timm's)
     c.optim.decay = 0.9
     c.optim.momentum = 0.9
     c.optim.eps = 1.0

@@ -4,24 +4,26 @@ The recipe of the paper: RMSProp (decay 0.9, momentum 0.9, ε 1.0), learning rat
 with the batch and decayed ×0.94 every 2 epochs (staircase), gradient clipping by global norm,
 L2 weight decay on kernels, and an exponential moving average of the weights for evaluation.
 
-Two RMSProp variants:
-- "rmsprop" (default): optax's, with the mean square starting at 1 and ε inside the square
-  root as in TF1, but the learning rate applied *outside* the momentum accumulator — so a
-  step in the rate takes effect at once.
-- "rmsprop_tf1": TF1's `RMSPropOptimizer` exactly: mom = μ·mom + lr·g/√(ms + ε); the rate sits
-  *inside* the accumulator, so after a rate step the old rate decays out with the momentum.
+Two RMSProp variants, both built from optax's parts:
+- "rmsprop_tf1" (default): TF1's `RMSPropOptimizer` exactly — the mean square starts at 1,
+  ε sits inside the square root, and the learning rate inside the momentum accumulator:
+  mom = μ·mom + lr·g/√(ms + ε). After a rate step the old rate decays out with the momentum.
+  (optax's `rmsprop` with `initial_scale=1, eps_in_sqrt=True` is exactly this.)
+- "rmsprop_torch": PyTorch's `RMSprop` (what timm trains with): the mean square starts at 0,
+  ε is added outside the square root, and the rate multiplies the momentum buffer:
+  buf = μ·buf + g/(√ms + ε), Δ = -lr·buf. A rate step takes effect at once.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-OPTIMIZERS = ("rmsprop", "rmsprop_tf1")
+OPTIMIZERS = ("rmsprop_tf1", "rmsprop_torch")
 WEIGHT_DECAY_MASKS = ("kernels", "all", "none")
 
 
@@ -57,39 +59,6 @@ def learning_rate_schedule(
     return schedule
 
 
-class TF1RMSPropState(NamedTuple):
-    """State of `rmsprop_tf1`."""
-
-    count: jax.Array
-    mean_square: Any
-    momentum: Any
-
-
-def rmsprop_tf1(
-    learning_rate: optax.Schedule, decay: float, momentum: float, eps: float
-) -> optax.GradientTransformation:
-    """TF1's RMSProp: ms₀ = 1, ms = ρ·ms + (1-ρ)·g², mom = μ·mom + lr·g/√(ms + ε), Δ = -mom."""
-
-    def init(params):
-        return TF1RMSPropState(
-            count=jnp.zeros((), jnp.int32),
-            mean_square=jax.tree.map(jnp.ones_like, params),
-            momentum=jax.tree.map(jnp.zeros_like, params),
-        )
-
-    def update(grads, state, params=None):
-        del params
-        lr = learning_rate(state.count)
-        ms = jax.tree.map(lambda m, g: decay * m + (1 - decay) * g * g, state.mean_square, grads)
-        mom = jax.tree.map(
-            lambda v, g, m: momentum * v + lr * g / jnp.sqrt(m + eps), state.momentum, grads, ms
-        )
-        updates = jax.tree.map(jnp.negative, mom)
-        return updates, TF1RMSPropState(state.count + 1, ms, mom)
-
-    return optax.GradientTransformation(init, update)
-
-
 def _weight_decay_mask(kind: str):
     if kind == "all":
         return None
@@ -117,7 +86,7 @@ def create_optimizer(
         )
     if cfg.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
-    if cfg.name == "rmsprop":
+    if cfg.name == "rmsprop_tf1":
         parts.append(
             optax.rmsprop(
                 schedule,
@@ -129,7 +98,11 @@ def create_optimizer(
             )
         )
     else:
-        parts.append(rmsprop_tf1(schedule, cfg.decay, cfg.momentum, cfg.eps))
+        parts += [
+            optax.scale_by_rms(cfg.decay, cfg.eps, initial_scale=0.0, eps_in_sqrt=False),
+            optax.trace(cfg.momentum) if cfg.momentum else optax.identity(),
+            optax.scale_by_learning_rate(schedule),
+        ]
     return optax.chain(*parts)
 
 

@@ -19,6 +19,7 @@ import itertools
 import math
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 import ml_collections
@@ -96,14 +97,17 @@ def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
 
 
 def _num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
-    return int(builder.info.splits[split].num_examples)
+    if builder.info.splits:
+        return int(builder.info.splits[split].num_examples)
+    # Builders without split metadata (tfds.testing.mock_data): count the records.
+    return int(builder.as_dataset(split=split).reduce(0, lambda n, _: n + 1))
 
 
 def dataset_info(data_cfg: ml_collections.ConfigDict) -> DatasetInfo:
     """Example counts and class count of the configured dataset."""
     builder = get_builder(data_cfg)
     for split in (data_cfg.train_split, data_cfg.eval_split):
-        if split not in builder.info.splits:
+        if builder.info.splits and split not in builder.info.splits:
             raise ValueError(
                 f"{data_cfg.name} has no split {split!r}; it has {sorted(builder.info.splits)}."
             )
@@ -122,7 +126,7 @@ def _local_batch(global_batch_size: int) -> int:
     return global_batch_size // p
 
 
-def _raw(builder, split: str) -> tf.data.Dataset:
+def _raw(builder, split: Any) -> tf.data.Dataset:
     """Records in file order with the image still encoded."""
     return builder.as_dataset(
         split=split,
@@ -130,6 +134,20 @@ def _raw(builder, split: str) -> tf.data.Dataset:
         decoders={"image": tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(try_autocache=False, shuffle_seed=None),
     )
+
+
+def process_records(
+    builder: tfds.core.DatasetBuilder, split: str, drop_remainder: bool
+) -> tuple[tf.data.Dataset, int]:
+    """This process's share of `split` (encoded records, file order) and its size."""
+    index, count = jax.process_index(), jax.process_count()
+    if isinstance(builder, tfds.folder_dataset.ImageFolder):  # no sub-split API: shard paths
+        total = _num_examples(builder, split)
+        ds = _raw(builder, split).shard(count, index)
+        size = total // count if drop_remainder else len(range(index, total, count))
+        return ds.take(size), size
+    process_split = tfds.split_for_jax_process(split, drop_remainder=drop_remainder)
+    return _raw(builder, process_split), _num_examples(builder, process_split)
 
 
 def _decode(image: tf.Tensor) -> tf.Tensor:
@@ -153,8 +171,7 @@ def train_batches(
     """
     builder = get_builder(data_cfg)
     local_b = _local_batch(global_batch_size)
-    split = tfds.split_for_jax_process(data_cfg.train_split, drop_remainder=True)
-    per_process = _num_examples(builder, split)
+    records, per_process = process_records(builder, data_cfg.train_split, drop_remainder=True)
     steps_per_epoch = per_process // local_b
     if steps_per_epoch < 1:
         raise ValueError(
@@ -175,7 +192,7 @@ def train_batches(
             image = train_preprocess(_decode(example["image"]), size, example_seed, color, area)
             return {"image": image, "label": tf.cast(example["label"], tf.int32)}
 
-        ds = _raw(builder, split).shuffle(
+        ds = records.shuffle(
             min(data_cfg.shuffle_buffer, per_process),
             seed=_epoch_seed(seed, epoch),
             reshuffle_each_iteration=False,
@@ -198,7 +215,7 @@ def eval_batches(
     """
     builder = get_builder(data_cfg)
     local_b = _local_batch(global_batch_size)
-    split = tfds.split_for_jax_process(data_cfg.eval_split)
+    records, _ = process_records(builder, data_cfg.eval_split, drop_remainder=False)
     total = _num_examples(builder, data_cfg.eval_split)
     num_batches = math.ceil(math.ceil(total / jax.process_count()) / local_b)
     size = data_cfg.image_size
@@ -210,7 +227,7 @@ def eval_batches(
             "mask": tf.constant(1.0, tf.float32),
         }
 
-    ds = _raw(builder, split).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = records.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     padding = tf.data.Dataset.from_tensors(
         {
             "image": tf.zeros([size, size, 3], tf.float32),

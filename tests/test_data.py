@@ -1,0 +1,126 @@
+"""The built-in dataset, preprocessing and the deterministic, resumable input pipeline."""
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from inception_jax.data import pipeline
+from inception_jax.data.preprocess import eval_preprocess, train_preprocess
+from inception_jax.data.shapes_dataset import CLASSES
+
+
+def data_cfg(tmp_path, **kw):
+    c = ml_collections.ConfigDict(
+        dict(name="inception_shapes", data_dir=str(tmp_path), image_size=24, train_split="train",
+             eval_split="test", shuffle_buffer=64, color_distortion=True, min_crop_area=0.3,
+             folder="", builder=dict(image_size=20, num_train=40, num_test=13, seed=3))
+    )
+    c.update(kw)
+    return c
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+def test_shapes_dataset_is_deterministic_and_balanced(shapes_dir, tmp_path):
+    info = pipeline.dataset_info(data_cfg(shapes_dir))
+    assert (info.num_train_examples, info.num_eval_examples, info.num_classes) == (40, 13, 10)
+    assert len(CLASSES) == 10
+
+    def images(directory):
+        builder = pipeline.get_builder(data_cfg(directory))
+        ds = tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False))
+        return [(ex["image"], ex["label"]) for ex in ds]
+
+    first, second = images(shapes_dir), images(tmp_path)
+    assert all(np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(first, second,
+                                                                         strict=True))
+    labels = np.bincount([label for _, label in first], minlength=10)
+    assert labels.tolist() == [4] * 10
+    assert first[0][0].shape == (20, 20, 3) and first[0][0].dtype == np.uint8
+
+
+def test_train_preprocess_is_a_pure_function_of_the_seed():
+    image = tf.constant(np.random.default_rng(0).integers(0, 256, (40, 50, 3)), tf.uint8)
+    a = train_preprocess(image, 32, tf.constant([1, 2], tf.int64), True).numpy()
+    b = train_preprocess(image, 32, tf.constant([1, 2], tf.int64), True).numpy()
+    c = train_preprocess(image, 32, tf.constant([1, 3], tf.int64), True).numpy()
+    assert a.shape == (32, 32, 3) and a.dtype == np.float32
+    assert a.min() >= -1.0 and a.max() <= 1.0
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_eval_preprocess_takes_the_central_87_5_percent():
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[4:60, 4:60] = 255  # the central 56x56 = 87.5% is white, the 4-pixel border black
+    out = eval_preprocess(tf.constant(image), 56).numpy()
+    assert out.shape == (56, 56, 3)
+    np.testing.assert_allclose(out, 1.0)  # no black border left after the crop
+    wider = eval_preprocess(tf.constant(image), 56, crop_fraction=1.0).numpy()
+    assert wider.min() == -1.0
+
+
+def _take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+def test_resumed_stream_equals_the_uninterrupted_one_across_an_epoch(shapes_dir):
+    cfg = data_cfg(shapes_dir)
+    full = _take(pipeline.train_batches(cfg, 16, seed=7), 6)  # 2 batches per epoch
+    resumed = _take(pipeline.train_batches(cfg, 16, seed=7, start_step=3), 3)
+    for a, b in zip(full[3:], resumed, strict=True):
+        assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["label"], b["label"])
+    assert full[0]["image"].shape == (16, 24, 24, 3) and full[0]["label"].dtype == np.int32
+    assert not np.array_equal(full[0]["label"], full[2]["label"])  # epochs reshuffle
+    other_seed = _take(pipeline.train_batches(cfg, 16, seed=8), 1)
+    assert not np.array_equal(other_seed[0]["image"], full[0]["image"])
+
+
+def test_eval_batches_cover_each_example_once_with_masks(shapes_dir):
+    batches = list(pipeline.eval_batches(data_cfg(shapes_dir), 8))
+    masks = np.concatenate([b["mask"] for b in batches])
+    assert len(batches) == 2 and masks.tolist() == [1.0] * 13 + [0.0] * 3
+    labels = np.concatenate([b["label"] for b in batches])[:13]
+    assert sorted(labels.tolist()) == sorted(i % 10 for i in range(13))
+
+
+def test_unknown_dataset_lists_the_known_ones(tmp_path):
+    with pytest.raises(ValueError, match="Known datasets: inception_shapes, imagenet2012"):
+        pipeline.dataset_info(data_cfg(tmp_path, name="cifar"))
+
+
+def test_imagenet_not_prepared_says_how_to_prepare_it(tmp_path):
+    with pytest.raises(pipeline.DatasetNotPreparedError, match="downloads/manual"):
+        pipeline.dataset_info(data_cfg(tmp_path, name="imagenet2012", eval_split="validation"))
+
+
+def test_pipeline_runs_on_mocked_imagenet(tmp_path):
+    cfg = data_cfg(tmp_path, name="imagenet2012", eval_split="validation", image_size=32)
+    with tfds.testing.mock_data(num_examples=16):
+        info = pipeline.dataset_info(cfg)
+        batch = next(pipeline.train_batches(cfg, 4, seed=0))
+    assert info.num_classes == 1000
+    assert batch["image"].shape == (4, 32, 32, 3)
+    assert batch["image"].min() >= -1.0 and batch["image"].max() <= 1.0
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label in ("cat", "dog"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(4):
+                color = (255, 0, 0) if label == "cat" else (0, 0, 255)
+                Image.new("RGB", (30, 30), color).save(tmp_path / split / label / f"{i}.jpg")
+    cfg = data_cfg(tmp_path, name="image_folder", folder=str(tmp_path))
+    info = pipeline.dataset_info(cfg)
+    assert (info.num_train_examples, info.num_classes) == (8, 2)
+    batch = next(pipeline.train_batches(cfg, 4, seed=0))
+    assert batch["image"].shape == (4, 24, 24, 3)
+    with pytest.raises(pipeline.DatasetNotPreparedError, match="not a directory"):
+        pipeline.dataset_info(data_cfg(tmp_path, name="image_folder", folder="/nonexistent"))
