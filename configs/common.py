@@ -23,7 +23,7 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "imagenet2012"
-    c.data.data_dir = None  # TFDS default (~/tensorflow_datasets)
+    c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: TFDS default
     c.data.image_size = 299
     c.data.train_split = "train"
     c.data.eval_split = "validation"

@@ -6,6 +6,7 @@ workdir written by another model is refused before anything is overwritten.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -21,7 +22,7 @@ class Checkpointer:
 
     def __init__(self, directory: str, keep: int, meta: dict[str, Any]):
         self.directory = os.path.abspath(directory)
-        self.meta = meta
+        self.meta = json.loads(json.dumps(meta))  # as it reads back (tuples become lists)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),

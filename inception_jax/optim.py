@@ -120,4 +120,4 @@ def ema_update(ema: Any, new: Any, step: jax.Array, decay: float, warmup: bool) 
     return jax.tree.map(lambda e, n: e * d + n.astype(e.dtype) * (1.0 - d), ema, new)
 
 
-global_norm = optax.global_norm
+global_norm = optax.tree.norm

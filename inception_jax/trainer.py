@@ -8,6 +8,7 @@ SIGTERM). A run is a pure function of its config: resuming continues the same st
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -95,8 +96,24 @@ def evaluate(
     return {"eval_top1": totals["top1"] / count, "eval_top5": totals["top5"] / count}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Trains (or resumes) the run described by `config` in `workdir`; returns the final state."""
+@dataclasses.dataclass
+class Setup:
+    """Everything built from the config for one mesh: model, optimizer, shardings, jitted fns."""
+
+    model: InceptionNet
+    schedule: Any
+    steps_per_epoch: int
+    num_steps: int
+    batch_sharding: Any
+    state_sharding: Any
+    abstract_state: Any
+    init: Any  # () -> sharded TrainState
+    step: Any  # (state, global batch) -> (state, metrics)
+    eval: Any  # (ema variables, global batch) -> sums
+
+
+def create_setup(config: ml_collections.ConfigDict, mesh: Any = None) -> Setup:
+    """Validates the config against the data and builds the sharded, jitted functions."""
     train_cfg = config.train
     sharding.check_batch_size(train_cfg.global_batch_size)
     sharding.check_batch_size(train_cfg.eval_batch_size)
@@ -109,46 +126,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         )
     if config.data.image_size < model.min_input_size:
         raise ValueError(
-            f"data.image_size={config.data.image_size} is below {config.model.name}'s minimum "
-            f"of {model.min_input_size}; set --config.data.image_size={model.min_input_size} or more."
+            f"data.image_size={config.data.image_size} is below {config.model.name}'s "
+            f"minimum of {model.min_input_size}; set --config.data.image_size to at least that."
         )
     steps_per_epoch = max(1, info.num_train_examples // train_cfg.global_batch_size)
-    num_steps = total_steps(train_cfg, steps_per_epoch)
     schedule = learning_rate_schedule(
         config.schedule, steps_per_epoch, train_cfg.global_batch_size
     )
     tx = create_optimizer(config.optim, schedule)
-
-    mesh = sharding.create_mesh(config.mesh.model_axis)
+    mesh = mesh if mesh is not None else sharding.create_mesh(config.mesh.model_axis)
     batch_sharding = sharding.batch_sharding(mesh)
     init_fn = functools.partial(
         init_state, model, tx, jax.random.key(config.seed, impl="rbg"), config.data.image_size
     )
     abstract = jax.eval_shape(init_fn)
     state_sharding = sharding.state_shardings(mesh, abstract)
-
-    checkpointer = Checkpointer(
-        f"{workdir}/checkpoints", train_cfg.keep_checkpoints, run_identity(config)
-    )
-    checkpointer.check_compatible()  # before anything is written to the workdir
-    if checkpointer.latest_step() is not None:
-        target = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            abstract,
-            state_sharding,
-        )
-        state = checkpointer.restore(target)
-        log.info("Resumed from step %d of %s", int(state.step), workdir)
-    else:
-        state = jax.jit(init_fn, out_shardings=state_sharding)()
-    start_step = int(state.step)
-
-    writer = create_writer(workdir)
-    if start_step == 0 and jax.process_index() == 0:
-        parameter_overview.log_parameter_overview(state.params, msg="Model parameters")
-        with open(f"{workdir}/config.json", "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-
     replicated = sharding.replicated(mesh)
     step_fn = jax.jit(
         functools.partial(
@@ -163,6 +155,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         in_shardings=(state_sharding.ema, batch_sharding),
         out_shardings=replicated,
     )
+    return Setup(
+        model=model,
+        schedule=schedule,
+        steps_per_epoch=steps_per_epoch,
+        num_steps=total_steps(train_cfg, steps_per_epoch),
+        batch_sharding=batch_sharding,
+        state_sharding=state_sharding,
+        abstract_state=abstract,
+        init=jax.jit(init_fn, out_shardings=state_sharding),
+        step=step_fn,
+        eval=eval_fn,
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains (or resumes) the run described by `config` in `workdir`; returns the final state."""
+    train_cfg = config.train
+    setup = create_setup(config)
+    num_steps, steps_per_epoch = setup.num_steps, setup.steps_per_epoch
+    checkpointer = Checkpointer(
+        f"{workdir}/checkpoints", train_cfg.keep_checkpoints, run_identity(config)
+    )
+    checkpointer.check_compatible()  # before anything is written to the workdir
+    if checkpointer.latest_step() is not None:
+        target = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            setup.abstract_state,
+            setup.state_sharding,
+        )
+        state = checkpointer.restore(target)
+        log.info("Resumed from step %d of %s", int(state.step), workdir)
+    else:
+        state = setup.init()
+    start_step = int(state.step)
+
+    writer = create_writer(workdir)
+    if start_step == 0 and jax.process_index() == 0:
+        parameter_overview.log_parameter_overview(state.params, msg="Model parameters")
+        with open(f"{workdir}/config.json", "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
 
     preemption = _Preemption()
     batches = train_batches(
@@ -181,8 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     step = start_step
     try:
         while step < num_steps:
-            batch = _global_batch(next(batches), batch_sharding)
-            state, metrics = step_fn(state, batch)
+            batch = _global_batch(next(batches), setup.batch_sharding)
+            state, metrics = setup.step(state, batch)
             step += 1
             loss = float(metrics["loss"])  # one scalar per step: stop on NaN before saving
             if not math.isfinite(loss):
@@ -208,7 +240,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if step == num_steps or (
                 train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0
             ):
-                writer.write_scalars(step, evaluate(eval_fn, state.ema, config, batch_sharding))
+                writer.write_scalars(
+                    step, evaluate(setup.eval, state.ema, config, setup.batch_sharding)
+                )
                 last_log_time = time.perf_counter()  # eval time is not train time
             if step == num_steps or step % train_cfg.checkpoint_every_steps == 0:
                 checkpointer.save(step, state)

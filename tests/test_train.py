@@ -1,0 +1,180 @@
+"""Training end to end on a tiny IR-v2: sharding equivalence, exact resume, errors, NaN stop."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from jax.sharding import Mesh
+
+from configs import inception_resnet_v2
+from inception_jax import sharding
+from inception_jax.checkpoint import CheckpointError
+from inception_jax.data.pipeline import DatasetNotPreparedError, train_batches
+from inception_jax.trainer import NonFiniteLossError, create_setup, train_and_evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A tiny IR-v2 on a tiny built-in dataset (as flags, so subprocess runs use the same).
+TINY = {
+    "model.width": 0.125,
+    "model.blocks": (1, 1, 1),
+    "data.builder.image_size": 32,
+    "data.builder.num_train": 128,
+    "data.builder.num_test": 32,
+    "train.global_batch_size": 16,
+    "train.eval_batch_size": 16,
+    "train.log_every_steps": 2,
+    "train.eval_every_steps": 0,
+    "train.checkpoint_every_steps": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny_config(data_dir, **overrides):
+    config = inception_resnet_v2.get_config("smoke")
+    settings = {**TINY, "data.data_dir": data_dir, **overrides}
+    for dotted, value in settings.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def flags(data_dir, workdir, **overrides):
+    settings = {**TINY, "data.data_dir": data_dir, **overrides}
+    args = [sys.executable, str(ROOT / "train.py"),
+            "--config", str(ROOT / "configs/inception_resnet_v2.py") + ":smoke",
+            "--workdir", str(workdir)]
+    for k, v in settings.items():
+        v = ",".join(map(str, v)).join("()") if isinstance(v, tuple) else v
+        args.append(f"--config.{k}={v}")
+    return args
+
+
+def run_env(devices=1):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def final_params(workdir, step):
+    restored = ocp.StandardCheckpointer().restore(Path(workdir) / "checkpoints" / str(step) / "state")
+    return restored["params"], restored
+
+
+def global_batch(setup, batch):
+    return {k: jax.make_array_from_process_local_data(setup.batch_sharding, v)
+            for k, v in batch.items()}
+
+
+@pytest.mark.slow
+def test_one_step_on_8_devices_equals_one_step_on_1(data_dir):
+    config = tiny_config(data_dir)
+    one = create_setup(config, Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "model")))
+    eight = create_setup(config, sharding.create_mesh(1))
+    fsdp = create_setup(config, sharding.create_mesh(2))  # params sharded over 'model' too
+    batch = next(train_batches(config.data, 16, config.seed))
+    results = []
+    for setup in (one, eight, fsdp):
+        state = setup.init()
+        state, metrics = setup.step(state, global_batch(setup, batch))
+        results.append((jax.device_get(state.params), float(metrics["loss"])))
+    reference, ref_loss = results[0]
+    for params, loss in results[1:]:
+        assert abs(loss - ref_loss) <= 1e-6 * abs(ref_loss)
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference), strict=True):
+            # Same maths; only the order of the cross-device sums differs.
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path):
+    steps = 40
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    args = dict(**{"train.num_steps": steps})
+    subprocess.run(flags(data_dir, straight, **args), env=run_env(), check=True,
+                   capture_output=True, timeout=600)
+
+    proc = subprocess.Popen(flags(data_dir, killed, **args), env=run_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = killed / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        done = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
+        if done and max(done) >= 10:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    reached = max(int(p.name) for p in ckpts.glob("*") if p.name.isdigit())
+    assert reached < steps, "the run finished before it could be killed"
+
+    subprocess.run(flags(data_dir, killed, **args), env=run_env(), check=True,
+                   capture_output=True, timeout=600)
+    a, full_a = final_params(straight, steps)
+    b, full_b = final_params(killed, steps)
+    for x, y in zip(jax.tree.leaves(full_a), jax.tree.leaves(full_b), strict=True):
+        assert np.array_equal(x, y)  # bit-identical: params, BN stats, optimizer, EMA, step
+    assert len(jax.tree.leaves(a)) > 10
+
+
+def test_a_checkpoint_of_another_model_is_refused_and_kept(data_dir, tmp_path):
+    config = tiny_config(data_dir, **{"train.num_steps": 2})
+    train_and_evaluate(config, str(tmp_path))
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*")}
+    other = tiny_config(data_dir, **{"train.num_steps": 4, "model.width": 0.25})
+    with pytest.raises(CheckpointError, match="different run.*model"):
+        train_and_evaluate(other, str(tmp_path))
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*")}
+    assert before == after
+
+
+def test_non_finite_loss_stops_and_keeps_the_good_checkpoints(data_dir, tmp_path):
+    config = tiny_config(
+        data_dir, **{"train.num_steps": 20, "train.checkpoint_every_steps": 1,
+                     "schedule.base_lr": 1e30, "optim.grad_clip_norm": 0.0}
+    )
+    with pytest.raises(NonFiniteLossError, match=r"at step (\d+)") as err:
+        train_and_evaluate(config, str(tmp_path))
+    bad_step = int(err.value.args[0].split("at step ")[1].split(".")[0])
+    saved = [int(p.name) for p in (tmp_path / "checkpoints").glob("*") if p.name.isdigit()]
+    assert bad_step >= 1 and all(s < bad_step for s in saved)
+
+
+@pytest.mark.parametrize(
+    "overrides,error,message",
+    [
+        ({"model.name": "inception_v9"}, ValueError, "Known models"),
+        ({"data.name": "cifar"}, ValueError, "Known datasets"),
+        ({"train.global_batch_size": 12}, ValueError, "divisible by the number of devices"),
+        ({"data.name": "imagenet2012", "data.eval_split": "validation"},
+         DatasetNotPreparedError, "ILSVRC2012_img_train.tar"),
+        ({"data.image_size": 64}, ValueError, "minimum of 75"),
+        ({"model.num_classes": 5}, ValueError, "has 10 classes"),
+    ],
+)
+def test_bad_config_values_give_one_clear_error(data_dir, tmp_path, overrides, error, message):
+    with pytest.raises(error, match=message):
+        train_and_evaluate(tiny_config(data_dir, **overrides), str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+def test_unknown_config_key_is_refused_by_the_cli(data_dir, tmp_path):
+    result = subprocess.run(flags(data_dir, tmp_path, **{"train.nmu_steps": 3}), env=run_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "nmu_steps" in result.stderr
