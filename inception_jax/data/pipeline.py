@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
 from inception_jax.data.preprocess import eval_preprocess, train_preprocess
 
@@ -69,11 +70,14 @@ def get_builder(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
         b = data_cfg.builder
         config = shapes_config(b.image_size, b.num_train, b.num_test, b.seed)
         registered = {c.name for c in InceptionShapes.BUILDER_CONFIGS}
-        builder = InceptionShapes(
+        make = lambda: InceptionShapes(  # noqa: E731
             config=config.name if config.name in registered else config, data_dir=data_dir
         )
-        builder.download_and_prepare()
-        return builder
+        if jax.process_index() == 0:
+            make().download_and_prepare()
+        if jax.process_count() > 1:  # the others read it once process 0 has written it
+            multihost_utils.sync_global_devices(f"prepared {config.name}")
+        return make()
     if data_cfg.name == "imagenet2012":
         builder = tfds.builder("imagenet2012", data_dir=data_dir)
         if not _is_prepared(builder):
@@ -137,16 +141,23 @@ def _raw(builder, split: Any) -> tf.data.Dataset:
 
 
 def process_records(
-    builder: tfds.core.DatasetBuilder, split: str, drop_remainder: bool
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    drop_remainder: bool,
+    process: tuple[int, int] | None = None,
 ) -> tuple[tf.data.Dataset, int]:
-    """This process's share of `split` (encoded records, file order) and its size."""
-    index, count = jax.process_index(), jax.process_count()
+    """Process `index` of `count`'s share of `split` (encoded, file order) and its size.
+
+    `process` defaults to (jax.process_index(), jax.process_count()).
+    """
+    index, count = process or (jax.process_index(), jax.process_count())
     if isinstance(builder, tfds.folder_dataset.ImageFolder):  # no sub-split API: shard paths
         total = _num_examples(builder, split)
         ds = _raw(builder, split).shard(count, index)
         size = total // count if drop_remainder else len(range(index, total, count))
         return ds.take(size), size
-    process_split = tfds.split_for_jax_process(split, drop_remainder=drop_remainder)
+    # tfds.split_for_jax_process, with the process given explicitly:
+    process_split = tfds.even_splits(split, n=count, drop_remainder=drop_remainder)[index]
     return _raw(builder, process_split), _num_examples(builder, process_split)
 
 
@@ -161,17 +172,27 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def train_batches(
-    data_cfg: ml_collections.ConfigDict, global_batch_size: int, seed: int, start_step: int = 0
+    data_cfg: ml_collections.ConfigDict,
+    global_batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """This process's share of every training batch from `start_step` on (endless).
 
     Yields {"image": float32 [b, S, S, 3] in [-1, 1], "label": int32 [b]} with
-    b = global_batch_size / process_count. Epochs end on a whole batch (the remainder of an
+    b = global_batch_size / process_count. `process` = (index, count) overrides JAX's, to
+    reproduce another process's share. Epochs end on a whole batch (the remainder of an
     epoch is dropped), so batch k is batch k % steps_per_epoch of epoch k // steps_per_epoch.
     """
     builder = get_builder(data_cfg)
-    local_b = _local_batch(global_batch_size)
-    records, per_process = process_records(builder, data_cfg.train_split, drop_remainder=True)
+    process = process or (jax.process_index(), jax.process_count())
+    if global_batch_size % process[1]:
+        raise ValueError(f"global batch {global_batch_size} is not divisible by {process[1]} processes")
+    local_b = global_batch_size // process[1]
+    records, per_process = process_records(
+        builder, data_cfg.train_split, drop_remainder=True, process=process
+    )
     steps_per_epoch = per_process // local_b
     if steps_per_epoch < 1:
         raise ValueError(
@@ -180,14 +201,13 @@ def train_batches(
         )
     size, color = data_cfg.image_size, data_cfg.color_distortion
     area = (data_cfg.min_crop_area, 1.0)
-    process = jax.process_index()
     epoch, batch_in_epoch = divmod(start_step, steps_per_epoch)
     for epoch in itertools.count(epoch):
         first = epoch * steps_per_epoch * local_b  # stream position of the epoch's 1st example
 
         def augment(index, example, first=first):
             example_seed = tf.stack(
-                [tf.constant(seed * 9_973 + process, tf.int64), first + index]
+                [tf.constant(seed * 9_973 + process[0], tf.int64), first + index]
             )
             image = train_preprocess(_decode(example["image"]), size, example_seed, color, area)
             return {"image": image, "label": tf.cast(example["label"], tf.int32)}
