@@ -1,7 +1,8 @@
 """inception_resnet_v2 on ImageNet-2012 with the paper's recipe.
 
 Run:    python train.py --config=configs/inception_resnet_v2.py --workdir=/tmp/inception_resnet_v2
-Smoke:  python train.py --config=configs/inception_resnet_v2.py:smoke --workdir=/tmp/inception_resnet_v2_smoke
+Smoke:  python train.py --config=configs/inception_resnet_v2.py:smoke \
+            --workdir=/tmp/inception_resnet_v2_smoke
         (reduced width/depth, 75x75, the built-in inception_shapes data; 2-core CPU)
 """
 

@@ -1,7 +1,8 @@
 """inception_v3 on ImageNet-2012 with the paper's recipe.
 
 Run:    python train.py --config=configs/inception_v3.py --workdir=/tmp/inception_v3
-Smoke:  python train.py --config=configs/inception_v3.py:smoke --workdir=/tmp/inception_v3_smoke
+Smoke:  python train.py --config=configs/inception_v3.py:smoke \
+            --workdir=/tmp/inception_v3_smoke
         (reduced width/depth, 75x75, the built-in inception_shapes data; 2-core CPU)
 """
 

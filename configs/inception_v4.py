@@ -1,7 +1,8 @@
 """inception_v4 on ImageNet-2012 with the paper's recipe.
 
 Run:    python train.py --config=configs/inception_v4.py --workdir=/tmp/inception_v4
-Smoke:  python train.py --config=configs/inception_v4.py:smoke --workdir=/tmp/inception_v4_smoke
+Smoke:  python train.py --config=configs/inception_v4.py:smoke \
+            --workdir=/tmp/inception_v4_smoke
         (reduced width/depth, 75x75, the built-in inception_shapes data; 2-core CPU)
 """
 

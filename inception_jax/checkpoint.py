@@ -48,7 +48,9 @@ class Checkpointer:
         theirs = saved["meta"]
         diffs = sorted(k for k in set(theirs) | set(self.meta) if theirs.get(k) != self.meta.get(k))
         if diffs:
-            detail = "; ".join(f"{k}: saved {theirs.get(k)!r}, now {self.meta.get(k)!r}" for k in diffs)
+            detail = "; ".join(
+                f"{k}: saved {theirs.get(k)!r}, now {self.meta.get(k)!r}" for k in diffs
+            )
             raise CheckpointError(
                 f"{self.directory} holds a checkpoint (step {step}) of a different run ({detail}). "
                 "Use another --workdir, or delete that directory to start over; "

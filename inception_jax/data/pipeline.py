@@ -188,7 +188,9 @@ def train_batches(
     builder = get_builder(data_cfg)
     process = process or (jax.process_index(), jax.process_count())
     if global_batch_size % process[1]:
-        raise ValueError(f"global batch {global_batch_size} is not divisible by {process[1]} processes")
+        raise ValueError(
+            f"global batch {global_batch_size} is not divisible by {process[1]} processes"
+        )
     local_b = global_batch_size // process[1]
     records, per_process = process_records(
         builder, data_cfg.train_split, drop_remainder=True, process=process
@@ -201,8 +203,8 @@ def train_batches(
         )
     size, color = data_cfg.image_size, data_cfg.color_distortion
     area = (data_cfg.min_crop_area, 1.0)
-    epoch, batch_in_epoch = divmod(start_step, steps_per_epoch)
-    for epoch in itertools.count(epoch):
+    first_epoch, batch_in_epoch = divmod(start_step, steps_per_epoch)
+    for epoch in itertools.count(first_epoch):
         first = epoch * steps_per_epoch * local_b  # stream position of the epoch's 1st example
 
         def augment(index, example, first=first):
