@@ -9,3 +9,10 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/inception_jax/jax_cache")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+
+# torch, triton and torchvision segfault when imported after TensorFlow in one process; the
+# suite uses both (timm comparisons, the TFDS pipeline), so the torch stack loads first.
+try:
+    import timm  # noqa: F401  (imports torch and torchvision)
+except ImportError:
+    pass
