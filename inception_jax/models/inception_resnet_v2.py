@@ -11,7 +11,6 @@ from __future__ import annotations
 from inception_jax.models.network import InceptionNet, check_blocks, check_scales, require
 from inception_jax.models.specs import (
     AVG_POOL,
-    MAX_POOL,
     BlockSpec,
     Residual,
     Unit,
@@ -21,7 +20,7 @@ from inception_jax.models.specs import (
     inception_v4_stem,
     reduction_a,
     sequential,
-    vconv,
+    v3_stem,
 )
 
 LAYOUTS = ("released", "paper")
@@ -87,13 +86,7 @@ class InceptionResNetV2(InceptionNet):
                 Unit("block8", _block8(s8), c),
             ]
         return [
-            Unit(
-                "stem",
-                sequential(
-                    vconv(32, 3, 2), vconv(32, 3), conv(64, 3), MAX_POOL,
-                    vconv(80, 1), vconv(192, 3), MAX_POOL,
-                ),
-            ),
+            v3_stem(),
             Unit(
                 "mixed_5b",
                 block(

@@ -14,8 +14,8 @@ from inception_jax.models.specs import (
     Unit,
     block,
     conv,
-    sequential,
     split,
+    v3_stem,
     vconv,
 )
 
@@ -55,13 +55,7 @@ class InceptionV3(InceptionNet):
 
     def units(self) -> list[Unit]:
         return [
-            Unit(
-                "stem",
-                sequential(
-                    vconv(32, 3, 2), vconv(32, 3), conv(64, 3), MAX_POOL,
-                    vconv(80, 1), vconv(192, 3), MAX_POOL,
-                ),
-            ),
+            v3_stem(),
             Unit("mixed_5b", _mixed_35(32)),
             Unit("mixed_5c", _mixed_35(64)),
             Unit("mixed_5d", _mixed_35(64)),

@@ -148,6 +148,17 @@ def min_input_size(units: list[Unit]) -> int:
 # Blocks shared by several networks (paper figure numbers in the comments)
 
 
+def v3_stem() -> Unit:
+    """The stem of Inception-v3 and of the released Inception-ResNet-v2 (35×35×192)."""
+    return Unit(
+        "stem",
+        sequential(
+            vconv(32, 3, 2), vconv(32, 3), conv(64, 3), MAX_POOL,
+            vconv(80, 1), vconv(192, 3), MAX_POOL,
+        ),
+    )
+
+
 def inception_v4_stem() -> list[Unit]:
     """Fig. 3: the stem of Inception-v4 and of the paper's Inception-ResNet-v2 (35×35×384)."""
     return [
