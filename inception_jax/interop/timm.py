@@ -14,20 +14,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import traverse_util
-
+from inception_jax.interop.common import (
+    Entry,
+    WeightImportError,
+    assemble,
+    expected_shapes,
+    our_conv_names,
+    torch_conv,
+)
 from inception_jax.models import create
 from inception_jax.models.network import InceptionNet
 from inception_jax.models.specs import BlockSpec, Conv, Split, Unit
 
 SUPPORTED = ("inception_v3", "inception_v4", "inception_resnet_v2")
-
-
-class WeightImportError(ValueError):
-    """The weights do not fit the model: lists every missing, unexpected and mis-shaped name."""
 
 
 # --- timm names of the convs of each block, in our conv order (b0_0, b1_0, b1_1, ...) ------
@@ -112,41 +111,37 @@ def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
 
-def _plan(name: str, model: InceptionNet) -> list[tuple[tuple[str, ...], list[str], Any]]:
-    """(our flat path, timm keys to stack, transform) for every leaf of our variables."""
-    conv_t = lambda w: np.transpose(w, (2, 3, 1, 0))  # noqa: E731  OIHW -> HWIO
-    same = lambda w: w  # noqa: E731
+def _plan(name: str, model: InceptionNet) -> list[Entry]:
+    """One `Entry` (our flat path, timm keys to stack, transform) per leaf of our variables."""
     plan = []
 
     def conv_bn(path: tuple[str, ...], prefixes: list[str]) -> None:
-        plan.append((("params", *path, "conv", "kernel"), [p + ".conv.weight" for p in prefixes],
-                     conv_t))
+        keys = lambda suffix: tuple(p + suffix for p in prefixes)  # noqa: E731
+        plan.append(Entry(("params", *path, "conv", "kernel"), keys(".conv.weight"), torch_conv))
         if model.bn_scale:
-            plan.append((("params", *path, "bn", "scale"), [p + ".bn.weight" for p in prefixes],
-                         same))
-        plan.append((("params", *path, "bn", "bias"), [p + ".bn.bias" for p in prefixes], same))
-        plan.append((("batch_stats", *path, "bn", "mean"),
-                     [p + ".bn.running_mean" for p in prefixes], same))
-        plan.append((("batch_stats", *path, "bn", "var"),
-                     [p + ".bn.running_var" for p in prefixes], same))
+            plan.append(Entry(("params", *path, "bn", "scale"), keys(".bn.weight")))
+        plan.append(Entry(("params", *path, "bn", "bias"), keys(".bn.bias")))
+        plan.append(Entry(("batch_stats", *path, "bn", "mean"), keys(".bn.running_mean")))
+        plan.append(Entry(("batch_stats", *path, "bn", "var"), keys(".bn.running_var")))
 
     def dense(path: tuple[str, ...], prefix: str) -> None:
-        plan.append((("params", *path, "kernel"), [prefix + ".weight"], lambda w: w.T))
-        plan.append((("params", *path, "bias"), [prefix + ".bias"], same))
+        plan.append(Entry(("params", *path, "kernel"), (prefix + ".weight",), lambda w: w.T))
+        plan.append(Entry(("params", *path, "bias"), (prefix + ".bias",)))
 
     units: dict[str, Unit] = {u.name: u for u in model.units()}
     for unit_name, (modules, conv_names) in _unit_prefixes(name, model).items():
         unit = units[unit_name]
-        ours = _our_conv_names(unit.block)
+        ours = our_conv_names(unit.block)
         if len(ours) != len(conv_names):
             raise AssertionError(f"{unit_name}: {len(ours)} convs but {len(conv_names)} timm names")
         for our, theirs in zip(ours, conv_names, strict=True):
             conv_bn((unit_name, our), [_join(m, theirs) for m in modules])
         if unit.block.residual is not None:
-            plan.append(((("params", unit_name, "proj", "kernel")),
-                         [_join(m, "conv2d.weight") for m in modules], conv_t))
-            plan.append((("params", unit_name, "proj", "bias"),
-                         [_join(m, "conv2d.bias") for m in modules], same))
+            weight, bias = (
+                tuple(_join(m, "conv2d" + s) for m in modules) for s in (".weight", ".bias")
+            )
+            plan.append(Entry(("params", unit_name, "proj", "kernel"), weight, torch_conv))
+            plan.append(Entry(("params", unit_name, "proj", "bias"), bias))
     if model.aux_head:
         if name != "inception_v3":
             raise ValueError(f"timm's {name} has no auxiliary head: create it with aux_head=False")
@@ -157,32 +152,6 @@ def _plan(name: str, model: InceptionNet) -> list[tuple[tuple[str, ...], list[st
     return plan
 
 
-def _our_conv_names(spec: BlockSpec) -> list[str]:
-    """Our conv names in creation order, as `InceptionBlock` assigns them."""
-    names = []
-
-    def walk(layers, i, count):
-        for layer in layers:
-            if isinstance(layer, Conv):
-                names.append(f"b{i}_{count[0]}")
-                count[0] += 1
-            elif isinstance(layer, Split):
-                for sub in layer.branches:
-                    walk(sub, i, count)
-
-    for i, branch in enumerate(spec.branches):
-        walk(branch, i, [0])
-    return names
-
-
-def expected_shapes(model: InceptionNet, image_size: int = 299) -> dict[tuple[str, ...], tuple]:
-    """Flat path → shape of every variable of `model`, without allocating them."""
-    x = jnp.zeros((1, image_size, image_size, 3))
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
-    shapes = {k: v for k, v in shapes.items() if k in ("params", "batch_stats")}
-    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
-
-
 def convert(name: str, state_dict: Mapping[str, Any], **model_overrides) -> dict[str, Any]:
     """timm state_dict (name → array) → `{"params", "batch_stats"}` for `create(name, ...)`.
 
@@ -191,42 +160,13 @@ def convert(name: str, state_dict: Mapping[str, Any], **model_overrides) -> dict
     if name not in SUPPORTED:
         raise ValueError(f"timm import supports {', '.join(SUPPORTED)}; got {name!r}.")
     model = create(name, **model_overrides)
-    shapes = expected_shapes(model)
-    plan = _plan(name, model)
-    planned = {path for path, _, _ in plan}
-    if planned != set(shapes):
-        raise AssertionError(f"import plan out of sync with the model: {planned ^ set(shapes)}")
+    return assemble(
+        _plan(name, model),
+        state_dict,
+        model,
+        source="timm weights",
+        target=f"{name} ({model_overrides or 'defaults'})",
+        ignore=lambda key: key.endswith("num_batches_tracked"),
+    )
 
-    state = {k: np.asarray(v) for k, v in state_dict.items()}
-    used, missing, misshaped, flat = set(), [], [], {}
-    for path, keys, transform in plan:
-        absent = [k for k in keys if k not in state]
-        used.update(k for k in keys if k in state)
-        if absent:
-            missing.extend(absent)
-            continue
-        arrays = [transform(state[k]) for k in keys]
-        if any(a.shape != arrays[0].shape for a in arrays):
-            misshaped.append(f"{keys[0]}...: shapes differ between repeats")
-            continue
-        value = np.stack(arrays) if len(keys) > 1 or _is_stacked(path, shapes, arrays[0]) else (
-            arrays[0]
-        )
-        if value.shape != shapes[path]:
-            misshaped.append(f"{', '.join(keys)}: got {value.shape}, need {shapes[path]}")
-            continue
-        flat[path] = value.astype(np.float32)
-    unexpected = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked"))
-    if missing or unexpected or misshaped:
-        lines = [f"timm weights do not fit {name} ({model_overrides or 'defaults'}):"]
-        for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("mis-shaped (after layout conversion)", misshaped)):
-            if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(sorted(items)))
-        raise WeightImportError("\n".join(lines))
-    return traverse_util.unflatten_dict(flat)
-
-
-def _is_stacked(path: tuple[str, ...], shapes: dict, value: np.ndarray) -> bool:
-    """A scanned stage of one block still has a leading stack axis of length 1."""
-    return len(shapes[path]) == value.ndim + 1
+__all__ = ["SUPPORTED", "WeightImportError", "convert", "expected_shapes"]
