@@ -9,11 +9,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow only feeds data here
 
-import logging as pylogging  # noqa: E402
-
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from inception_jax import cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
@@ -29,20 +29,10 @@ _CPU_COLLECTIVES = flags.DEFINE_string(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(pylogging.Filter):
-    """Drops the INFO chatter of orbax, TFDS and JAX; keeps warnings and our own logs."""
-
-    NOISY = ("orbax", "tensorflow_datasets", "jax/_src", "etils")
-
-    def filter(self, record: pylogging.LogRecord) -> bool:
-        return record.levelno >= pylogging.WARNING or not any(
-            n in record.pathname for n in self.NOISY
-        )
-
-
+@cli.friendly
 def main(argv: list[str]) -> None:
     del argv
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+    cli.setup()
     if _CPU_COLLECTIVES.value:
         jax.config.update("jax_cpu_collectives_implementation", _CPU_COLLECTIVES.value)
     if _DISTRIBUTED.value or _COORDINATOR.value:
@@ -51,8 +41,6 @@ def main(argv: list[str]) -> None:
             num_processes=_NUM_PROCESSES.value,
             process_id=_PROCESS_ID.value,
         )
-    cache_dir = os.path.expanduser("~/.cache/inception_jax/jax_cache")
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
     logging.info(
         "process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices()
     )

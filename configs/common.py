@@ -40,6 +40,7 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.train.eval_batch_size = 1024
     c.train.num_epochs = 100.0  # the Inception-v3 paper's length
     c.train.num_steps = ml_collections.FieldReference(None, field_type=int)  # overrides epochs
+    c.train.init_weights = ""  # a weights file (import_weights) to fine-tune from
     c.train.label_smoothing = 0.1
     c.train.aux_loss_weight = 0.4
     c.train.ema_decay = 0.9999
@@ -92,3 +93,30 @@ def make_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.schedule.reference_batch_size = 32
     c.schedule.decay_epochs = 1.0
     return c
+
+
+def make_finetune(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The smoke run at full width, starting from pretrained weights (`train.init_weights`).
+
+    The head is re-initialised for the built-in dataset's 10 classes; every other knob must
+    match the weights file (the error names the ones that differ, e.g. bn_scale=False for
+    Keras and TF-Slim weights).
+    """
+    make_smoke(c)
+    c.model.width = 1.0
+    c.train.num_epochs = 2.0
+    c.train.eval_every_steps = 50
+    c.schedule.base_lr = 0.01
+    return c
+
+
+VARIANTS = {"smoke": make_smoke, "finetune": make_finetune}
+
+
+def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Applies the `:variant` of a config file ("" = the full ImageNet run)."""
+    if arg in (None, ""):
+        return c
+    if arg not in VARIANTS:
+        raise ValueError(f"unknown config variant {arg!r}; use one of {', '.join(VARIANTS)}")
+    return VARIANTS[arg](c)

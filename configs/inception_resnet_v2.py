@@ -10,11 +10,9 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-    """The config; arg "smoke" shrinks it for a laptop."""
+    """The config; arg "smoke" shrinks it for a laptop, "finetune" starts from weights."""
     c = common.imagenet_config("inception_resnet_v2")
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown config variant {arg!r}; use 'smoke' or nothing")
+    common.apply_variant(c, arg)
     if arg == "smoke":
-        common.make_smoke(c)
         c.model.blocks = (1, 2, 2)
     return c

@@ -10,10 +10,6 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-    """The config; arg "smoke" shrinks it for a laptop."""
+    """The config; arg "smoke" shrinks it for a laptop, "finetune" starts from weights."""
     c = common.imagenet_config("inception_v3")
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown config variant {arg!r}; use 'smoke' or nothing")
-    if arg == "smoke":
-        common.make_smoke(c)
-    return c
+    return common.apply_variant(c, arg)

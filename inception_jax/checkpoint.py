@@ -85,3 +85,36 @@ class Checkpointer:
         """Waits for pending saves and releases the manager."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, Any], Any]:
+    """(run identity, state as nested dicts of numpy arrays) of a checkpoint, for evaluation.
+
+    `directory` is a training workdir or its `checkpoints/` folder; `step` defaults to the
+    newest. Needs no config: the identity saved beside the state names the model.
+    """
+    directory = os.path.abspath(directory)
+    if os.path.isdir(os.path.join(directory, "checkpoints")):
+        directory = os.path.join(directory, "checkpoints")
+    if not os.path.isdir(directory):
+        raise CheckpointError(
+            f"No checkpoint directory at {directory}: pass the --workdir of a training run."
+        )
+    manager = ocp.CheckpointManager(directory, item_names=("state", "meta"))
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(
+                f"{directory} holds no complete checkpoint: train first (train.py --workdir)."
+            )
+        try:
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(
+                f"The checkpoint at step {step} in {directory} could not be read ({e}). "
+                "It may be incomplete or corrupted: pick another step or re-train."
+            ) from e
+    finally:
+        manager.close()
+    return meta["meta"], state["state"]

@@ -26,10 +26,13 @@ from tqdm import tqdm
 from inception_jax import sharding
 from inception_jax.checkpoint import Checkpointer
 from inception_jax.data.pipeline import dataset_info, eval_batches, train_batches
+from inception_jax.finetune import merge_pretrained
+from inception_jax.interop.common import WeightImportError
 from inception_jax.metrics import create_writer
 from inception_jax.models import InceptionNet, create
-from inception_jax.optim import create_optimizer, learning_rate_schedule
+from inception_jax.optim import create_optimizer, ema_init, learning_rate_schedule
 from inception_jax.train_step import TrainState, eval_step, init_state, train_step
+from inception_jax.weights import read_weights
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +172,27 @@ def create_setup(config: ml_collections.ConfigDict, mesh: Any = None) -> Setup:
     )
 
 
+def _start_from_weights(state: TrainState, path: str, model_name: str) -> TrainState:
+    """`state` with the weights file's trunk (and head, if the class count matches) put in."""
+    name, knobs, pretrained = read_weights(path)
+    if name != model_name:
+        raise WeightImportError(
+            f"{path} holds {name} weights but the config trains {model_name}: set "
+            f"--config.model.name={name} (with its config file) or use {model_name} weights."
+        )
+    fresh = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    merged, kept_fresh = merge_pretrained(fresh, pretrained, path, knobs)
+    if kept_fresh:
+        log.info("Fine-tuning from %s; freshly initialised: %s", path, ", ".join(kept_fresh))
+    else:
+        log.info("Starting from the weights in %s", path)
+    shardings = jax.tree.map(lambda a: a.sharding, {"params": state.params,
+                                                    "batch_stats": state.batch_stats})
+    merged = jax.device_put(merged, shardings)
+    ema = jax.device_put(ema_init(merged), jax.tree.map(lambda a: a.sharding, state.ema))
+    return state.replace(params=merged["params"], batch_stats=merged["batch_stats"], ema=ema)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains (or resumes) the run described by `config` in `workdir`; returns the final state."""
     train_cfg = config.train
@@ -188,6 +212,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         log.info("Resumed from step %d of %s", int(state.step), workdir)
     else:
         state = setup.init()
+        if train_cfg.init_weights:
+            state = _start_from_weights(state, train_cfg.init_weights, config.model.name)
     start_step = int(state.step)
 
     writer = create_writer(workdir)

@@ -1,8 +1,14 @@
-"""Test utilities: model variables filled with numpy random values (no jitted init)."""
+"""Test utilities: random model variables (no jitted init) and a tiny training config."""
+
+import os
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from configs import inception_resnet_v2
 
 
 def random_variables(model, image_size: int = 75, seed: int = 0, batch: int = 1):
@@ -28,3 +34,50 @@ def random_variables(model, image_size: int = 75, seed: int = 0, batch: int = 1)
         return jnp.asarray(value, jnp.float32)
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A tiny IR-v2 on a tiny built-in dataset (as flags, so subprocess runs use the same).
+TINY = {
+    "model.width": 0.125,
+    "model.blocks": (1, 1, 1),
+    "data.builder.image_size": 32,
+    "data.builder.num_train": 128,
+    "data.builder.num_test": 32,
+    "train.global_batch_size": 16,
+    "train.eval_batch_size": 16,
+    "train.log_every_steps": 2,
+    "train.eval_every_steps": 0,
+    "train.checkpoint_every_steps": 2,
+}
+
+
+def tiny_config(data_dir, **overrides):
+    config = inception_resnet_v2.get_config("smoke")
+    settings = {**TINY, "data.data_dir": data_dir, **overrides}
+    for dotted, value in settings.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def flags(data_dir, workdir, **overrides):
+    settings = {**TINY, "data.data_dir": data_dir, **overrides}
+    args = [sys.executable, str(ROOT / "train.py"),
+            "--config", str(ROOT / "configs/inception_resnet_v2.py") + ":smoke",
+            "--workdir", str(workdir)]
+    for k, v in settings.items():
+        v = ",".join(map(str, v)).join("()") if isinstance(v, tuple) else v
+        args.append(f"--config.{k}={v}")
+    return args
+
+
+def run_env(devices=1):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["PYTHONPATH"] = str(ROOT)
+    return env

@@ -60,8 +60,9 @@ def test_eval_preprocess_takes_the_central_87_5_percent():
     out = eval_preprocess(tf.constant(image), 56).numpy()
     assert out.shape == (56, 56, 3)
     np.testing.assert_allclose(out, 1.0)  # no black border left after the crop
-    wider = eval_preprocess(tf.constant(image), 56, crop_fraction=1.0).numpy()
-    assert wider.min() == -1.0
+    corners = eval_preprocess(tf.constant(image), 56, crops="10").numpy()
+    assert corners.shape == (10, 56, 56, 3)
+    assert corners[0, 0, 0, 0] == -1.0 and corners[0, -1, -1, 0] == 1.0  # top-left corner crop
 
 
 def _take(iterator, n):

@@ -1,9 +1,7 @@
 """Training end to end on a tiny IR-v2: sharding equivalence, exact resume, errors, NaN stop."""
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,62 +11,16 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import Mesh
 
-from configs import inception_resnet_v2
 from inception_jax import sharding
 from inception_jax.checkpoint import CheckpointError
 from inception_jax.data.pipeline import DatasetNotPreparedError, train_batches
 from inception_jax.trainer import NonFiniteLossError, create_setup, train_and_evaluate
-
-ROOT = Path(__file__).resolve().parents[1]
-
-# A tiny IR-v2 on a tiny built-in dataset (as flags, so subprocess runs use the same).
-TINY = {
-    "model.width": 0.125,
-    "model.blocks": (1, 1, 1),
-    "data.builder.image_size": 32,
-    "data.builder.num_train": 128,
-    "data.builder.num_test": 32,
-    "train.global_batch_size": 16,
-    "train.eval_batch_size": 16,
-    "train.log_every_steps": 2,
-    "train.eval_every_steps": 0,
-    "train.checkpoint_every_steps": 2,
-}
+from tests.helpers import flags, run_env, tiny_config
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds"))
-
-
-def tiny_config(data_dir, **overrides):
-    config = inception_resnet_v2.get_config("smoke")
-    settings = {**TINY, "data.data_dir": data_dir, **overrides}
-    for dotted, value in settings.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
-
-
-def flags(data_dir, workdir, **overrides):
-    settings = {**TINY, "data.data_dir": data_dir, **overrides}
-    args = [sys.executable, str(ROOT / "train.py"),
-            "--config", str(ROOT / "configs/inception_resnet_v2.py") + ":smoke",
-            "--workdir", str(workdir)]
-    for k, v in settings.items():
-        v = ",".join(map(str, v)).join("()") if isinstance(v, tuple) else v
-        args.append(f"--config.{k}={v}")
-    return args
-
-
-def run_env(devices=1):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 def final_params(workdir, step):

@@ -28,6 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
+from inception_jax.data.crops import check_scheme
 from inception_jax.data.preprocess import eval_preprocess, train_preprocess
 
 DATASETS = ("inception_shapes", "imagenet2012", "image_folder")
@@ -228,23 +229,31 @@ def train_batches(
 
 
 def eval_batches(
-    data_cfg: ml_collections.ConfigDict, global_batch_size: int
+    data_cfg: ml_collections.ConfigDict,
+    global_batch_size: int,
+    crops: str = "center",
+    max_examples: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """One pass over this process's share of the eval split, central-crop preprocessed.
+    """One pass over this process's share of the eval split (or its first `max_examples`).
 
-    Every process yields the same number of batches (so collective eval steps line up); the
-    padding examples have "mask" 0, real ones 1.
+    "image" is [b, S, S, 3] for the central crop, [b, K, S, S, 3] for a K-crop scheme (see
+    `crops.py`). Every process yields the same number of batches (so collective eval steps
+    line up); the padding examples have "mask" 0, real ones 1.
     """
+    num_crops = check_scheme(crops)
     builder = get_builder(data_cfg)
     local_b = _local_batch(global_batch_size)
-    records, _ = process_records(builder, data_cfg.eval_split, drop_remainder=False)
-    total = _num_examples(builder, data_cfg.eval_split)
+    split = data_cfg.eval_split
+    if max_examples:
+        split = f"{split}[:{min(max_examples, _num_examples(builder, split))}]"
+    records, _ = process_records(builder, split, drop_remainder=False)
+    total = _num_examples(builder, split)
     num_batches = math.ceil(math.ceil(total / jax.process_count()) / local_b)
     size = data_cfg.image_size
 
     def prepare(example):
         return {
-            "image": eval_preprocess(_decode(example["image"]), size),
+            "image": eval_preprocess(_decode(example["image"]), size, crops),
             "label": tf.cast(example["label"], tf.int32),
             "mask": tf.constant(1.0, tf.float32),
         }
@@ -252,7 +261,7 @@ def eval_batches(
     ds = records.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     padding = tf.data.Dataset.from_tensors(
         {
-            "image": tf.zeros([size, size, 3], tf.float32),
+            "image": tf.zeros([size, size, 3] if num_crops == 1 else [num_crops, size, size, 3]),
             "label": tf.constant(0, tf.int32),
             "mask": tf.constant(0.0, tf.float32),
         }

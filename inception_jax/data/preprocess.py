@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from inception_jax.data.crops import multi_crop
+
 
 def _to_unit_range(image: tf.Tensor) -> tf.Tensor:
     return tf.image.convert_image_dtype(image, tf.float32)
@@ -52,9 +54,7 @@ def train_preprocess(
     return _to_model_range(image)
 
 
-def eval_preprocess(image: tf.Tensor, image_size: int, crop_fraction: float = 0.875) -> tf.Tensor:
-    """Central crop of `crop_fraction` of each side, then resize."""
-    image = tf.image.central_crop(_to_unit_range(image), crop_fraction)
-    image = tf.image.resize(image, [image_size, image_size], "bilinear")
-    image.set_shape([image_size, image_size, 3])
-    return _to_model_range(image)
+def eval_preprocess(image: tf.Tensor, image_size: int, crops: str = "center") -> tf.Tensor:
+    """The eval crops of `crops` (see `crops.py`): [S, S, 3] for "center", else [K, S, S, 3]."""
+    out = multi_crop(image, crops, image_size)
+    return out[0] if crops == "center" else out

@@ -27,6 +27,8 @@ from inception_jax.models.network import InceptionNet
 from inception_jax.models.specs import BlockSpec, Conv, Split, Unit
 
 SUPPORTED = ("inception_v3", "inception_v4", "inception_resnet_v2")
+# Knobs that reproduce timm's outputs with its weights (see the module docstring).
+DEFAULT_KNOBS = {"inception_v3": {"pool_count_include_pad": True}}
 
 
 # --- timm names of the convs of each block, in our conv order (b0_0, b1_0, b1_1, ...) ------
@@ -169,4 +171,4 @@ def convert(name: str, state_dict: Mapping[str, Any], **model_overrides) -> dict
         ignore=lambda key: key.endswith("num_batches_tracked"),
     )
 
-__all__ = ["SUPPORTED", "WeightImportError", "convert", "expected_shapes"]
+__all__ = ["DEFAULT_KNOBS", "SUPPORTED", "WeightImportError", "convert", "expected_shapes"]

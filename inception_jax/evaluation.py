@@ -1,0 +1,184 @@
+"""Evaluation of one model or an ensemble, with a crop scheme, over a dataset split.
+
+A `Member` is a network and its variables, loaded from a training workdir (moving-average
+weights by default) or from a weights file. `ensemble_probabilities` is the pure function:
+images `[B, K, S, S, 3]` → class probabilities averaged over the K crops and the members (the
+paper's ensembles average in probability space). `evaluate` runs it, jitted once per crop
+scheme and sharded over the batch, over the whole split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from inception_jax import sharding
+from inception_jax.checkpoint import read_checkpoint
+from inception_jax.data.crops import check_scheme
+from inception_jax.data.pipeline import dataset_info, eval_batches
+from inception_jax.losses import top_k_correct
+from inception_jax.models import InceptionNet, create
+from inception_jax.weights import check_fits, read_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One network of an ensemble: where it came from, the model and its variables."""
+
+    source: str
+    model_name: str
+    model: InceptionNet
+    variables: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        """Outputs of the classifier."""
+        return self.model.num_classes
+
+
+def _eval_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
+    """Model knobs for inference: the aux head is never evaluated, so it is left out."""
+    return {k: v for k, v in knobs.items() if k != "name"}
+
+
+def member_from_checkpoint(workdir: str, use_ema: bool = True, step: int | None = None) -> Member:
+    """The newest (or `step`'s) checkpoint of a training workdir; EMA weights by default."""
+    meta, state = read_checkpoint(workdir, step)
+    knobs = _eval_knobs(meta["model"])
+    name = meta["model"]["name"]
+    variables = state["ema"] if use_ema else {
+        "params": state["params"], "batch_stats": state["batch_stats"]
+    }
+    model = create(name, **knobs)
+    check_fits(model, variables, meta["image_size"], workdir)
+    return Member(workdir, name, model, jax.tree.map(np.asarray, dict(variables)))
+
+
+def member_from_weights(path: str) -> Member:
+    """A weights file written by `import_weights` (or `save_weights`)."""
+    name, knobs, variables = read_weights(path)
+    model = create(name, **knobs)
+    check_fits(model, variables, model.min_input_size, path)
+    return Member(path, name, model, variables)
+
+
+def class_offsets(members: Sequence[Member], num_classes: int) -> list[int]:
+    """Per member, the logits to skip so its classes line up with the dataset's.
+
+    A 1001-way network (TF-Slim, background class 0) on a 1000-class dataset skips logit 0.
+    """
+    offsets = []
+    for m in members:
+        if m.num_classes == num_classes:
+            offsets.append(0)
+        elif m.num_classes == num_classes + 1:
+            offsets.append(1)
+        else:
+            raise ValueError(
+                f"{m.source} predicts {m.num_classes} classes but the dataset has {num_classes}: "
+                "evaluate it on the dataset it was trained for (set --config.data.name) or "
+                "fine-tune it first (train.py with --config.train.init_weights)."
+            )
+    return offsets
+
+
+def ensemble_probabilities(
+    members: Sequence[Member], offsets: Sequence[int], variables: Sequence[Any], images: jax.Array
+) -> jax.Array:
+    """[B, K, S, S, 3] crops → [B, C] probabilities averaged over crops and members."""
+    b, k = images.shape[:2]
+    flat = images.reshape((b * k, *images.shape[2:]))
+    total = 0.0
+    for member, offset, v in zip(members, offsets, variables, strict=True):
+        logits = member.model.apply(v, flat, train=False)[:, offset:]
+        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        total = total + probs.reshape((b, k, -1)).mean(axis=1)
+    return total / len(members)
+
+
+def make_eval_step(members: Sequence[Member], offsets: Sequence[int]):
+    """(variables of each member, batch) → sums of top-1/top-5 hits and of real examples."""
+
+    def step(variables, batch):
+        images = batch["image"]
+        if images.ndim == 4:  # the single central crop
+            images = images[:, None]
+        probs = ensemble_probabilities(members, offsets, variables, images)
+        mask = batch["mask"]
+        return {
+            "top1": jnp.sum(top_k_correct(probs, batch["label"], 1) * mask),
+            "top5": jnp.sum(top_k_correct(probs, batch["label"], 5) * mask),
+            "count": jnp.sum(mask),
+        }
+
+    return step
+
+
+def evaluate(
+    members: Sequence[Member],
+    data_cfg: ml_collections.ConfigDict,
+    crops: str = "center",
+    batch_size: int = 64,
+    max_examples: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Top-1/top-5 accuracy (in [0, 1]) of the ensemble of `members` over the eval split."""
+    num_crops = check_scheme(crops)
+    if not members:
+        raise ValueError("Nothing to evaluate: pass at least one --checkpoint or --weights.")
+    info = dataset_info(data_cfg)
+    offsets = class_offsets(members, info.num_classes)
+    for m in members:
+        if data_cfg.image_size < m.model.min_input_size:
+            raise ValueError(
+                f"data.image_size={data_cfg.image_size} is below {m.model_name}'s minimum of "
+                f"{m.model.min_input_size}; set --config.data.image_size to at least that."
+            )
+    sharding.check_batch_size(batch_size)
+    mesh = sharding.create_mesh(1)
+    batch_sharding = sharding.batch_sharding(mesh)
+    replicated = sharding.replicated(mesh)
+    variables = [jax.device_put(m.variables, replicated) for m in members]
+    step = jax.jit(
+        make_eval_step(members, offsets),
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=replicated,
+    )
+    total = min(max_examples or info.num_eval_examples, info.num_eval_examples)
+    totals = {"top1": 0.0, "top5": 0.0, "count": 0.0}
+    start = time.perf_counter()
+    bar = tqdm(total=total, unit="img", desc=f"eval {crops}-crop",
+               disable=not progress or jax.process_index() > 0)
+    for batch in eval_batches(data_cfg, batch_size, crops, max_examples):
+        batch = {
+            k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()
+        }
+        out = jax.device_get(step(variables, batch))
+        for key in totals:
+            totals[key] += float(out[key])
+        bar.update(int(out["count"]))
+    bar.close()
+    count = max(totals["count"], 1.0)
+    return {
+        "top1": totals["top1"] / count,
+        "top5": totals["top5"] / count,
+        "count": int(totals["count"]),
+        "crops": crops,
+        "num_crops": num_crops,
+        "members": [{"source": m.source, "model": m.model_name} for m in members],
+        "dataset": data_cfg.name,
+        "split": data_cfg.eval_split,
+        "image_size": data_cfg.image_size,
+        "seconds": time.perf_counter() - start,
+    }
