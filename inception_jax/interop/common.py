@@ -104,11 +104,11 @@ def assemble(
         if any(a.shape != arrays[0].shape for a in arrays):
             misshaped.append(f"{entry.keys[0]}...: shapes differ between repeats")
             continue
-        target = shapes[entry.path]
-        stacked = len(entry.keys) > 1 or len(target) == arrays[0].ndim + 1
+        want = shapes[entry.path]
+        stacked = len(entry.keys) > 1 or len(want) == arrays[0].ndim + 1
         value = np.stack(arrays) if stacked else arrays[0]
-        if value.shape != target:
-            misshaped.append(f"{', '.join(entry.keys)}: got {value.shape}, need {target}")
+        if value.shape != want:
+            misshaped.append(f"{', '.join(entry.keys)}: got {value.shape}, need {want}")
             continue
         flat[entry.path] = value.astype(np.float32)
     unexpected = sorted(k for k in state if k not in used and not ignore(k))
