@@ -66,6 +66,11 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.schedule.decay_epochs = 2.0
     c.schedule.warmup_epochs = 0.0
 
+    c.monitor = ml_collections.ConfigDict()
+    c.monitor.enabled = True  # dead-unit / residual-scale scalars at every log step
+    c.monitor.dead_patience = 0  # K > 0: act when the pre-pool map is all zeros K logs running
+    c.monitor.on_dead = "stop"  # "stop" (checkpoint and end the run) or "warn"
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.model_axis = 1  # > 1 also shards parameters and optimizer state (wide models)
     return c

@@ -30,6 +30,7 @@ from inception_jax.finetune import merge_pretrained
 from inception_jax.interop.common import WeightImportError
 from inception_jax.metrics import create_writer
 from inception_jax.models import InceptionNet, create
+from inception_jax.monitor import DeadNetworkWatch, health_step
 from inception_jax.optim import create_optimizer, ema_init, learning_rate_schedule
 from inception_jax.train_step import TrainState, eval_step, init_state, train_step
 from inception_jax.weights import read_weights
@@ -113,11 +114,16 @@ class Setup:
     init: Any  # () -> sharded TrainState
     step: Any  # (state, global batch) -> (state, metrics)
     eval: Any  # (ema variables, global batch) -> sums
+    health: Any  # (state, global batch) -> dead-unit and residual-scale scalars
 
 
 def create_setup(config: ml_collections.ConfigDict, mesh: Any = None) -> Setup:
     """Validates the config against the data and builds the sharded, jitted functions."""
     train_cfg = config.train
+    if config.monitor.on_dead not in ("stop", "warn"):
+        raise ValueError(
+            f"monitor.on_dead must be 'stop' or 'warn', got {config.monitor.on_dead!r}."
+        )
     sharding.check_batch_size(train_cfg.global_batch_size)
     sharding.check_batch_size(train_cfg.eval_batch_size)
     info = dataset_info(config.data)
@@ -158,6 +164,11 @@ def create_setup(config: ml_collections.ConfigDict, mesh: Any = None) -> Setup:
         in_shardings=(state_sharding.ema, batch_sharding),
         out_shardings=replicated,
     )
+    def health_fn(state, batch):
+        rng = jax.random.fold_in(jax.random.key(config.seed + 1), state.step)
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        return health_step(variables, batch["image"], model=model, rng=rng)
+
     return Setup(
         model=model,
         schedule=schedule,
@@ -169,6 +180,7 @@ def create_setup(config: ml_collections.ConfigDict, mesh: Any = None) -> Setup:
         init=jax.jit(init_fn, out_shardings=state_sharding),
         step=step_fn,
         eval=eval_fn,
+        health=jax.jit(health_fn, out_shardings=replicated),
     )
 
 
@@ -223,6 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             f.write(config.to_json_best_effort(indent=2))
 
     preemption = _Preemption()
+    watch = DeadNetworkWatch(config.monitor.dead_patience)
     batches = train_batches(
         config.data, train_cfg.global_batch_size, config.seed, start_step=start_step
     )
@@ -261,8 +274,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     train_cfg.global_batch_size * (step - last_log_step) / max(elapsed, 1e-9)
                 )
                 scalars["epoch"] = step / steps_per_epoch
+                died = False
+                if config.monitor.enabled:
+                    health = jax.device_get(setup.health(state, batch))
+                    scalars.update({k: float(v) for k, v in health.items()})
+                    died = watch.update(scalars["dead/prepool_zero_frac"])
                 writer.write_scalars(step, scalars)
-                last_log_time, last_log_step = now, step
+                last_log_time, last_log_step = time.perf_counter(), step
+                if died:
+                    log.warning(
+                        "The network died: the pre-pool map has been all zeros for %d logs "
+                        "(step %d).%s", watch.consecutive, step,
+                        " Saving and stopping (monitor.on_dead='stop')."
+                        if config.monitor.on_dead == "stop" else "",
+                    )
+                    if config.monitor.on_dead == "stop":
+                        writer.write_scalars(step, {"died_at_step": float(step)})
+                        checkpointer.save(step, state)
+                        break
             if step == num_steps or (
                 train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0
             ):

@@ -118,7 +118,12 @@ class InceptionBlock(nn.Module):
             x.shape[-1], (1, 1), use_bias=True, dtype=self.opts.dtype, kernel_init=conv_init,
             name="proj",
         )(y)
-        x = x + jnp.asarray(res.scale, y.dtype) * y
+        branch = jnp.asarray(res.scale, y.dtype) * y
+        if self.is_mutable_collection("monitor"):  # only when the health monitor asks
+            rms = lambda t: jnp.sqrt(jnp.mean(jnp.square(t.astype(jnp.float32))))  # noqa: E731
+            self.sow("monitor", "branch_rms", rms(branch))
+            self.sow("monitor", "trunk_rms", rms(x))
+        x = x + branch
         return nn.relu(x) if res.activate else x
 
 
@@ -143,7 +148,7 @@ def apply_block(
 
     scanned = nn.scan(
         body,
-        variable_axes={"params": 0, "batch_stats": 0},
+        variable_axes={"params": 0, "batch_stats": 0, "monitor": 0},
         split_rngs={"params": True},
         length=repeat,
         unroll=max(1, min(opts.scan_unroll, repeat)),

@@ -1,0 +1,90 @@
+"""The dead-unit monitor: its numbers on constructed activations, on a real network, and the
+trainer stopping a run whose pre-pool map died."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inception_jax.models import create
+from inception_jax.monitor import DeadNetworkWatch, activation_health, health_step
+from inception_jax.trainer import train_and_evaluate
+from inception_jax.weights import save_weights
+from tests.helpers import random_variables, tiny_config
+
+
+def test_health_numbers_on_constructed_activations():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.1, 1.0, (2, 4, 4, 8)).astype(np.float32)
+    a.reshape(-1)[rng.permutation(a.size)[: a.size * 3 // 8]] = 0.0  # exactly 37.5% zeros
+    last = rng.uniform(0.1, 1.0, (2, 2, 2, 4)).astype(np.float32)
+    last[..., 1] = 0.0  # channel 1 dead everywhere
+    last[0, 0, 0, 0] = 0.0  # plus one more zero: 9 of 32 values
+    monitor = {"stage": {"branch_rms": (np.array([1.0, 3.0]),),
+                         "trunk_rms": (np.array([2.0, 4.0]),)}}
+    stats = activation_health(
+        {"a_out": (a,), "last_out": (last,), "pooled_out": (last.mean((1, 2)),)}, monitor, "last"
+    )
+    assert float(stats["zero_frac/a"]) == pytest.approx(0.375)
+    assert float(stats["zero_frac/last"]) == pytest.approx(9 / 32)
+    assert float(stats["dead/prepool_zero_frac"]) == pytest.approx(9 / 32)
+    assert float(stats["dead/prepool_dead_channels"]) == pytest.approx(0.25)
+    assert float(stats["residual/stage_branch_rms"]) == pytest.approx(2.0)
+    assert float(stats["residual/stage_trunk_rms"]) == pytest.approx(3.0)
+    assert float(stats["residual/stage_ratio"]) == pytest.approx((0.5 + 0.75) / 2)
+    assert "zero_frac/pooled" not in stats
+
+
+def tiny_irv2(**knobs):
+    return create("inception_resnet_v2", width=0.125, blocks=(1, 1, 1), num_classes=10, **knobs)
+
+
+def test_health_step_on_a_network():
+    x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (2, 75, 75, 3)), jnp.float32)
+    ratios = []
+    for scale in (0.1, 0.2):
+        model = tiny_irv2(residual_scales=(scale, scale, scale))
+        stats = health_step(random_variables(model), x, model=model, rng=jax.random.key(0))
+        ratios.append(float(stats["residual/block35_ratio"]))
+        assert 0.0 < float(stats["dead/prepool_zero_frac"]) < 1.0
+        assert {"zero_frac/stem", "zero_frac/conv_7b", "residual/block8_final_ratio"} <= set(stats)
+    # The first (here the only) block35 sees the same input: its branch RMS doubles exactly.
+    assert ratios[1] == pytest.approx(2 * ratios[0], rel=1e-5)
+    model = tiny_irv2()
+    variables = random_variables(model)
+    variables["params"]["conv_7b"]["b0_0"]["bn"]["bias"] = jnp.full_like(
+        variables["params"]["conv_7b"]["b0_0"]["bn"]["bias"], -1e4
+    )
+    dead = health_step(variables, x, model=model, rng=jax.random.key(0))
+    assert float(dead["dead/prepool_zero_frac"]) == 1.0
+    assert float(dead["dead/prepool_dead_channels"]) == 1.0
+
+
+def test_dead_network_watch_counts_consecutive_logs():
+    watch = DeadNetworkWatch(patience=2)
+    assert [watch.update(f) for f in (1.0, 0.5, 1.0, 1.0, 1.0)] == [False, False, False, True, True]
+    assert not any(DeadNetworkWatch(patience=0).update(1.0) for _ in range(5))
+
+
+def test_training_logs_health_and_stops_a_dead_network(tmp_path):
+    knobs = {"width": 0.125, "blocks": (1, 1, 1), "num_classes": 10}
+    model = create("inception_resnet_v2", **knobs)
+    variables = random_variables(model, image_size=75)
+    variables["params"]["conv_7b"]["b0_0"]["bn"]["bias"] = np.full(
+        variables["params"]["conv_7b"]["b0_0"]["bn"]["bias"].shape, -1e4, np.float32
+    )
+    weights = str(tmp_path / "dead.safetensors")
+    save_weights(weights, variables, "inception_resnet_v2", knobs)
+    config = tiny_config(str(tmp_path / "tfds"), **{
+        "train.num_steps": 8, "train.init_weights": weights, "monitor.dead_patience": 2,
+    })
+    state = train_and_evaluate(config, str(tmp_path / "run"))
+    assert int(state.step) == 4  # logs every 2 steps: dead at the logs of steps 2 and 4
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    logged = [r for r in records if "dead/prepool_zero_frac" in r]
+    assert [r["step"] for r in logged] == [2, 4]
+    assert all(r["dead/prepool_zero_frac"] == 1.0 for r in logged)
+    assert any(r.get("died_at_step") == 4 for r in records)
+    assert "residual/block17_ratio" in logged[0] and "zero_frac/mixed_6a" in logged[0]
