@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
+
+from inception_jax.models import model_class
 
 
 def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict:
@@ -19,6 +23,13 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.model.bn_momentum = 0.9997  # slim
     c.model.dtype = "float32"  # "bfloat16" on GPU/TPU
     c.model.remat = False
+    # Every other knob of the network, at the model's own default, so that all are overridable
+    # (--config.model.residual_scales=...) and recorded with the run. None means "the model's
+    # layout default" and is left out (ConfigDict cannot retype a None field from a flag).
+    for field in dataclasses.fields(model_class(model_name)):
+        if field.name not in ("parent", "name") and field.name not in c.model:
+            if field.default is not None and field.default is not dataclasses.MISSING:
+                c.model[field.name] = field.default
     c.model.update(model_knobs)
 
     c.data = ml_collections.ConfigDict()

@@ -1,0 +1,106 @@
+"""Plot training runs: python -m inception_jax.plot WORKDIR... --out FILE.png.
+
+Three panels against step: train loss, eval top-1 and the pre-pool dead fraction; one line
+per run, labelled with the settings that differ between the runs (read from each workdir's
+config.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import app, flags
+
+from inception_jax import cli
+from inception_jax.metrics import read_metrics
+
+PANELS = (("loss", "train loss"), ("eval_top1", "eval top-1"),
+          ("dead/prepool_zero_frac", "pre-pool zero fraction"))
+
+_OUT = flags.DEFINE_string("out", "runs.png", "Output image (.png, .pdf, .svg).")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def run_labels(workdirs: list[str]) -> list[str]:
+    """Per run: "key=value, ..." of the config values that differ between the runs."""
+    configs = []
+    for w in workdirs:
+        path = os.path.join(w, "config.json")
+        configs.append(_flat(json.load(open(path))) if os.path.isfile(path) else {})
+    keys = sorted({k for c in configs for k in c})
+    differ = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1
+              and not k.startswith(("train.init_weights", "data.data_dir"))]
+    labels = []
+    for w, c in zip(workdirs, configs, strict=True):
+        parts = [f"{k.split('.')[-1] if k != 'model.name' else 'model'}={c.get(k)}"
+                 for k in differ]
+        labels.append(", ".join(parts) or os.path.basename(os.path.normpath(w)))
+    return labels
+
+
+def curves(workdir: str) -> dict[str, tuple[list[int], list[float]]]:
+    """metric → (steps, values) for every panel's metric the run logged."""
+    out = {}
+    for key, _ in PANELS:
+        rows = [(r["step"], r[key]) for r in read_metrics(workdir) if key in r]
+        if rows:
+            out[key] = ([s for s, _ in rows], [v for _, v in rows])
+    return out
+
+
+def plot_runs(workdirs: list[str], out: str) -> None:
+    """Draws the panels for `workdirs` into `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    missing = [w for w in workdirs if not os.path.isfile(os.path.join(w, "metrics.jsonl"))]
+    if missing:
+        raise FileNotFoundError(
+            f"No metrics.jsonl in {', '.join(missing)}: pass training workdirs "
+            "(train.py --workdir)."
+        )
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4))
+    for workdir, label in zip(workdirs, run_labels(workdirs), strict=True):
+        data = curves(workdir)
+        for ax, (key, _) in zip(axes, PANELS, strict=True):
+            if key in data:
+                ax.plot(*data[key], label=label, marker="." if len(data[key][0]) < 30 else None)
+    for ax, (_, title) in zip(axes, PANELS, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[-1].set_ylim(-0.02, 1.02)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.08 + 0.03 * (len(labels) // 4), 1, 1))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+@cli.friendly
+def main(argv: list[str]) -> None:
+    workdirs = argv[1:]
+    if not workdirs:
+        raise ValueError("Name at least one training workdir: python -m inception_jax.plot "
+                         "WORKDIR... --out FILE.png")
+    plot_runs(workdirs, _OUT.value)
+    print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)
