@@ -251,3 +251,35 @@ def test_remat_gives_the_same_gradients():
 
     for a, b in zip(jax.tree.leaves(grads(False)), jax.tree.leaves(grads(True)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [
+    ((1, 1), 1, "SAME"), ((7, 1), 1, "SAME"), ((3, 1), 1, ((1, 1), (0, 0))), ((1, 7), 1, "SAME"),
+    ((3, 3), 2, "VALID"), ((1, 1), 2, "VALID"),
+])
+def test_conv_rewrite_equals_xla_conv_in_value_and_gradient(kernel, stride, padding):
+    from inception_jax.models.modules import conv2d
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 11, 9, 5)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(*kernel, 5, 4)), jnp.float32)
+    ref = conv2d(x, k, stride, padding, rewrite=False)
+    out = conv2d(x, k, stride, padding, rewrite=True)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    loss = lambda k, rw: jnp.sum(jnp.sin(conv2d(x, k, stride, padding, rw)))  # noqa: E731
+    np.testing.assert_allclose(jax.grad(loss)(k, True), jax.grad(loss)(k, False),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_conv_impl_keeps_parameters_and_outputs():
+    x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 75, 75, 3)), jnp.float32)
+    xla = create("inception_v4", width=0.125, blocks=(1, 1, 1), conv_impl="xla")
+    rewrite = create("inception_v4", width=0.125, blocks=(1, 1, 1), conv_impl="rewrite")
+    variables = random_variables(xla)
+    shapes = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(m.init, jax.random.key(0), x))  # noqa: E731
+    assert shapes(xla) == shapes(rewrite)
+    ref = xla.apply(variables, x)
+    scale = float(jnp.abs(ref).max())
+    np.testing.assert_allclose(rewrite.apply(variables, x), ref, atol=1e-5 * scale)
+    with pytest.raises(ValueError, match="conv_impl must be one of"):
+        create("inception_v4", conv_impl="cudnn")

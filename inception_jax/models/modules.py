@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from inception_jax.models.specs import BlockSpec, Conv, Layer, Pool, Split
@@ -28,6 +29,58 @@ class Options:
     pool_count_include_pad: bool = False
     remat: bool = False
     scan_unroll: int = 1
+    conv_impl: str = "auto"
+
+
+CONV_IMPLS = ("auto", "xla", "rewrite")
+
+
+def use_rewrite(conv_impl: str) -> bool:
+    """Whether convs are rewritten: "rewrite" always, "auto" on the CPU backend only.
+
+    On CPU, XLA's weight gradient of 1×1 and n×1 convolutions is several times slower than
+    that of an equivalent matmul or 1×n convolution (BENCHMARKS.md). GPU and TPU compilers
+    have no such gap that we measured, so "auto" leaves them XLA's convolution.
+    """
+    return conv_impl == "rewrite" or (conv_impl == "auto" and jax.default_backend() == "cpu")
+
+
+def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int, padding: Any,
+           rewrite: bool) -> jnp.ndarray:
+    """NHWC × HWIO convolution. With `rewrite`, a stride-1 1×1 conv is a matmul and an n×1
+    conv runs as a 1×n conv on the transposed image: same result, faster CPU gradients."""
+    kh, kw = kernel.shape[:2]
+    if rewrite and stride == 1 and kh == kw == 1:
+        return jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0])
+    if rewrite and stride == 1 and kw == 1 and kh > 1:
+        swapped = padding if isinstance(padding, str) else tuple(reversed(padding))
+        y = conv2d(jnp.swapaxes(x, 1, 2), jnp.swapaxes(kernel, 0, 1), 1, swapped, False)
+        return jnp.swapaxes(y, 1, 2)
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+class Conv2D(nn.Module):
+    """A 2-D convolution with Flax's parameter layout (`kernel` HWIO, optional `bias`)."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    stride: int = 1
+    padding: Any = "SAME"
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+    conv_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", conv_init, shape, jnp.float32)
+        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding,
+                   use_rewrite(self.conv_impl))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        return y
 
 
 def scaled_width(features: int, width: float) -> int:
@@ -47,14 +100,13 @@ class ConvBN(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         o = self.opts
-        x = nn.Conv(
+        x = Conv2D(
             scaled_width(self.features, o.width),
             self.kernel,
-            strides=self.stride,
-            padding=self.padding,
-            use_bias=False,
+            self.stride,
+            self.padding,
             dtype=o.dtype,
-            kernel_init=conv_init,
+            conv_impl=o.conv_impl,
             name="conv",
         )(x)
         x = nn.BatchNorm(
@@ -114,9 +166,9 @@ class InceptionBlock(nn.Module):
         res = self.spec.residual
         if res is None:
             return y
-        y = nn.Conv(
-            x.shape[-1], (1, 1), use_bias=True, dtype=self.opts.dtype, kernel_init=conv_init,
-            name="proj",
+        y = Conv2D(
+            x.shape[-1], (1, 1), use_bias=True, dtype=self.opts.dtype,
+            conv_impl=self.opts.conv_impl, name="proj",
         )(y)
         branch = jnp.asarray(res.scale, y.dtype) * y
         if self.is_mutable_collection("monitor"):  # only when the health monitor asks

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from inception_jax.models.modules import AuxHead, Options, apply_block
+from inception_jax.models.modules import CONV_IMPLS, AuxHead, Options, apply_block
 from inception_jax.models.specs import Unit, min_input_size
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -42,6 +42,7 @@ class InceptionNet(nn.Module):
     remat: bool = False
     pool_count_include_pad: bool = False
     scan_unroll: int = 1
+    conv_impl: str = "auto"  # "xla", "rewrite" (1x1 as matmul, n x 1 as 1 x n), "auto"
 
     # Name of the unit after which the auxiliary head is attached (set by subclasses).
     aux_after: ClassVar[str | None] = None
@@ -66,6 +67,10 @@ class InceptionNet(nn.Module):
         require(
             isinstance(self.scan_unroll, int) and self.scan_unroll >= 1,
             f"{name}: scan_unroll must be an int >= 1, got {self.scan_unroll!r}",
+        )
+        require(
+            self.conv_impl in CONV_IMPLS,
+            f"{name}: conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}",
         )
         self.validate()
         super().__post_init__()
@@ -107,6 +112,7 @@ class InceptionNet(nn.Module):
             pool_count_include_pad=self.pool_count_include_pad,
             remat=self.remat,
             scan_unroll=self.scan_unroll,
+            conv_impl=self.conv_impl,
         )
         x = x.astype(opts.dtype)
         aux = None
