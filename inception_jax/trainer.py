@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from inception_jax import sharding
 from inception_jax.checkpoint import Checkpointer
-from inception_jax.data.pipeline import dataset_info, eval_batches, train_batches
+from inception_jax.data.pipeline import DatasetInfo, dataset_info, eval_batches, train_batches
 from inception_jax.finetune import merge_pretrained
 from inception_jax.interop.common import WeightImportError
 from inception_jax.metrics import create_writer
@@ -117,8 +117,13 @@ class Setup:
     health: Any  # (state, global batch) -> dead-unit and residual-scale scalars
 
 
-def create_setup(config: ml_collections.ConfigDict, mesh: Any = None) -> Setup:
-    """Validates the config against the data and builds the sharded, jitted functions."""
+def create_setup(
+    config: ml_collections.ConfigDict, mesh: Any = None, info: DatasetInfo | None = None
+) -> Setup:
+    """Validates the config against the data and builds the sharded, jitted functions.
+
+    `info` replaces the dataset's sizes (benchmarks on synthetic data); default: read them.
+    """
     train_cfg = config.train
     if config.monitor.on_dead not in ("stop", "warn"):
         raise ValueError(
@@ -126,7 +131,7 @@ def create_setup(config: ml_collections.ConfigDict, mesh: Any = None) -> Setup:
         )
     sharding.check_batch_size(train_cfg.global_batch_size)
     sharding.check_batch_size(train_cfg.eval_batch_size)
-    info = dataset_info(config.data)
+    info = info or dataset_info(config.data)
     model = build_model(config.model)
     if model.num_classes != info.num_classes:
         raise ValueError(
