@@ -38,8 +38,10 @@ def run_labels(workdirs: list[str]) -> list[str]:
     for w in workdirs:
         path = os.path.join(w, "config.json")
         configs.append(_flat(json.load(open(path))) if os.path.isfile(path) else {})
-    keys = sorted({k for c in configs for k in c})
-    differ = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1
+    # Knobs one network has and another lacks (blocks, residual_scales) are implied by the
+    # model name, so only keys every run has are compared.
+    keys = sorted(set.intersection(*(set(c) for c in configs))) if configs else []
+    differ = [k for k in keys if len({repr(c[k]) for c in configs}) > 1
               and not k.startswith(("train.init_weights", "data.data_dir"))]
     labels = []
     for w, c in zip(workdirs, configs, strict=True):
@@ -84,9 +86,11 @@ def plot_runs(workdirs: list[str], out: str) -> None:
         ax.grid(alpha=0.3)
     axes[-1].set_ylim(-0.02, 1.02)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8,
-               bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.08 + 0.03 * (len(labels) // 4), 1, 1))
+    ncol = min(4, len(labels)) if max(map(len, labels), default=0) < 40 else 2
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8,
+               bbox_to_anchor=(0.5, 0.0))
+    rows = -(-len(labels) // ncol)
+    fig.tight_layout(rect=(0, 0.05 + 0.05 * rows, 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
