@@ -41,13 +41,16 @@ from absl import app, flags  # noqa: E402
 
 from inception_jax import cli  # noqa: E402
 
-# Dense peak FLOP/s per chip (vendor datasheets): (bf16, fp32). H100/H200 SXM: 989 TFLOPs
-# bf16 tensor-core dense, 67 TFLOPs fp32 (non-tensor); A100: 312 / 19.5; TPU v4: 275 bf16,
-# v5e: 197, v5p: 459 (TPUs run fp32 matmuls as multi-pass bf16: we quote the bf16 peak).
+# Dense peak FLOP/s per chip (vendor datasheets): (bf16, fp32 as JAX computes it). JAX's
+# default precision runs fp32 convolutions and matmuls on TF32 tensor cores on Ampere and
+# Hopper, so the fp32 column is the TF32 peak: H100/H200 SXM 989 bf16 / 495 TF32 TFLOPs,
+# H100 PCIe 756 / 378, A100 312 / 156. TPU v4 275, v5e 197, v5p 459 TFLOPs bf16 (TPUs run
+# fp32 matmuls as bf16 passes: the bf16 peak is quoted for both).
 PEAKS = {
-    "H200": (989e12, 67e12),
-    "H100": (989e12, 67e12),
-    "A100": (312e12, 19.5e12),
+    "H200": (989e12, 495e12),
+    "H100 PCIe": (756e12, 378e12),
+    "H100": (989e12, 495e12),
+    "A100": (312e12, 156e12),
     "TPU v4": (275e12, 275e12),
     "TPU v5 lite": (197e12, 197e12),
     "TPU v5e": (197e12, 197e12),
@@ -192,9 +195,10 @@ def bench_ours(model: str, batch: int, size: int, dtype: str, width: float, conv
 def bench_timm(model: str, batch: int, size: int, dtype: str, modes: list[str], warmup: int,
                steps: int) -> list[dict[str, Any]]:
     """timm's model: train step (fwd, CE, bwd, RMSProp) and eval forward per mode."""
-    if torch is None or model not in TIMM_NAMES:
-        return []
-    torch.set_num_threads(os.cpu_count() or 1)
+    if torch is None or model not in TIMM_NAMES or jax.default_backend() == "tpu":
+        return []  # on a TPU host timm would run on the CPU: no comparison
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(cores or 1)
     return [r for mode in modes for r in _bench_timm_mode(model, batch, size, dtype, mode,
                                                           warmup, steps)]
 
@@ -333,6 +337,8 @@ def table(result: dict[str, Any]) -> str:
 def main(argv: list[str]) -> None:
     del argv
     cli.setup()
+    # Compile times must be compilations, not loads from the persistent cache.
+    jax.config.update("jax_enable_compilation_cache", False)
     for mode in _TIMM.value:
         if mode not in ("eager", "compile"):
             raise ValueError(f"--timm takes eager and/or compile, got {mode!r}.")

@@ -8,7 +8,7 @@ raises one `WeightImportError` naming every missing, unexpected and mis-shaped s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 from flax import traverse_util
 
 from inception_jax.models.network import InceptionNet
-from inception_jax.models.specs import BlockSpec, Conv, Split
+from inception_jax.models.specs import BlockSpec, Conv, Split, Unit
 
 
 class WeightImportError(ValueError):
@@ -63,6 +63,20 @@ def our_conv_names(spec: BlockSpec) -> list[str]:
     for i, branch in enumerate(spec.branches):
         walk(branch, i, [0])
     return names
+
+
+def matched_units(
+    model: InceptionNet, table: dict[str, tuple[list[str], list[str]]], source: str
+) -> Iterator[tuple[Unit, list[str], list[tuple[str, str]]]]:
+    """Per unit of `table` (unit → (source module of each repeat, source conv names)):
+    (our unit, its source modules, [(our conv name, source conv name)] in our conv order)."""
+    units = {u.name: u for u in model.units()}
+    for unit_name, (modules, names) in table.items():
+        unit = units[unit_name]
+        ours = our_conv_names(unit.block)
+        if len(ours) != len(names):
+            raise AssertionError(f"{unit_name}: {len(ours)} convs but {len(names)} {source} names")
+        yield unit, modules, list(zip(ours, names, strict=True))
 
 
 def expected_shapes(model: InceptionNet, image_size: int = 299) -> dict[tuple[str, ...], tuple]:

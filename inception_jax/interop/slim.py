@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from inception_jax.interop.common import Entry, WeightImportError, assemble, our_conv_names
+from inception_jax.interop.common import Entry, WeightImportError, assemble, matched_units
 from inception_jax.models import create
 from inception_jax.models.network import InceptionNet
 
@@ -149,13 +149,9 @@ def _plan(name: str, model: InceptionNet, drop_background: bool) -> list[Entry]:
         plan.append(Entry(("params", *path, "bias"), (f"{prefix}/biases",),
                           lambda b: b[start:]))
 
-    units = {u.name: u for u in model.units()}
-    for unit_name, (modules, convs) in _units(name, model).items():
-        unit = units[unit_name]
-        ours = our_conv_names(unit.block)
-        if len(ours) != len(convs):
-            raise AssertionError(f"{unit_name}: {len(ours)} convs but {len(convs)} slim names")
-        for our, theirs in zip(ours, convs, strict=True):
+    for unit, modules, pairs in matched_units(model, _units(name, model), "slim"):
+        unit_name = unit.name
+        for our, theirs in pairs:
             conv_bn((unit_name, our), [_join(scope, m, theirs) for m in modules])
         if unit.block.residual is not None:
             for leaf, suffix in (("kernel", "weights"), ("bias", "biases")):

@@ -19,12 +19,12 @@ from inception_jax.interop.common import (
     WeightImportError,
     assemble,
     expected_shapes,
-    our_conv_names,
+    matched_units,
     torch_conv,
 )
 from inception_jax.models import create
 from inception_jax.models.network import InceptionNet
-from inception_jax.models.specs import BlockSpec, Conv, Split, Unit
+from inception_jax.models.specs import BlockSpec, Conv, Split
 
 SUPPORTED = ("inception_v3", "inception_v4", "inception_resnet_v2")
 # Knobs that reproduce timm's outputs with its weights (see the module docstring).
@@ -130,13 +130,9 @@ def _plan(name: str, model: InceptionNet) -> list[Entry]:
         plan.append(Entry(("params", *path, "kernel"), (prefix + ".weight",), lambda w: w.T))
         plan.append(Entry(("params", *path, "bias"), (prefix + ".bias",)))
 
-    units: dict[str, Unit] = {u.name: u for u in model.units()}
-    for unit_name, (modules, conv_names) in _unit_prefixes(name, model).items():
-        unit = units[unit_name]
-        ours = our_conv_names(unit.block)
-        if len(ours) != len(conv_names):
-            raise AssertionError(f"{unit_name}: {len(ours)} convs but {len(conv_names)} timm names")
-        for our, theirs in zip(ours, conv_names, strict=True):
+    for unit, modules, pairs in matched_units(model, _unit_prefixes(name, model), "timm"):
+        unit_name = unit.name
+        for our, theirs in pairs:
             conv_bn((unit_name, our), [_join(m, theirs) for m in modules])
         if unit.block.residual is not None:
             weight, bias = (
