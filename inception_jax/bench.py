@@ -65,6 +65,7 @@ _SIZE = flags.DEFINE_integer("image_size", 299, "Input size.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Compute dtype.")
 _WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier (ours only; timm is full width).")
 _CONV = flags.DEFINE_enum("conv_impl", "auto", ("auto", "xla", "rewrite"), "Our conv lowering.")
+_UNROLL = flags.DEFINE_integer("scan_unroll", 0, "Blocks per stage loop iteration (0 = auto).")
 _REMAT = flags.DEFINE_bool("remat", False, "Rematerialise each block in the backward pass.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
@@ -144,7 +145,8 @@ def _result(mode: str, batch: int, times: list[float], compile_s: float, flops: 
 
 
 def bench_ours(model: str, batch: int, size: int, dtype: str, width: float, conv_impl: str,
-               remat: bool, warmup: int, steps: int, peak: float) -> list[dict[str, Any]]:
+               remat: bool, warmup: int, steps: int, peak: float,
+               scan_unroll: int = 0) -> list[dict[str, Any]]:
     """Train step and eval forward of our network, as the trainer builds them."""
     import importlib
 
@@ -156,7 +158,7 @@ def bench_ours(model: str, batch: int, size: int, dtype: str, width: float, conv
 
     config = importlib.import_module(f"configs.{model}").get_config()
     config.model.update({"num_classes": 1000, "width": width, "dtype": dtype,
-                         "conv_impl": conv_impl, "remat": remat})
+                         "conv_impl": conv_impl, "remat": remat, "scan_unroll": scan_unroll})
     config.data.image_size = size
     config.train.global_batch_size = config.train.eval_batch_size = batch
     info = DatasetInfo(1_281_167, 50_000, 1000, size)
@@ -281,11 +283,13 @@ def bench_pipeline(size: int, num_images: int = 256) -> dict[str, Any]:
 
 def run(model: str, batch: int, size: int, dtype: str = "float32", width: float = 1.0,
         conv_impl: str = "auto", remat: bool = False, warmup: int = 2, steps: int = 5,
-        timm_modes: tuple[str, ...] = ("eager",), pipeline: bool = False) -> dict[str, Any]:
+        timm_modes: tuple[str, ...] = ("eager",), pipeline: bool = False,
+        scan_unroll: int = 0) -> dict[str, Any]:
     """Every measurement of one setting, as the JSON the CLI writes."""
     peak, peak_source = device_peak(dtype)
     device = jax.devices()[0]
-    ours = bench_ours(model, batch, size, dtype, width, conv_impl, remat, warmup, steps, peak)
+    ours = bench_ours(model, batch, size, dtype, width, conv_impl, remat, warmup, steps, peak,
+                      scan_unroll)
     theirs = bench_timm(model, batch, size, dtype, list(timm_modes), warmup, steps)
     for r in ours:
         best = max((t for t in theirs if t["mode"] == r["mode"]),
@@ -296,7 +300,8 @@ def run(model: str, batch: int, size: int, dtype: str = "float32", width: float 
             r["ratio_vs_timm"] = r["images_per_s"] / best["images_per_s"]
     return {
         "model": model, "batch": batch, "image_size": size, "dtype": dtype, "width": width,
-        "conv_impl": conv_impl, "remat": remat, "backend": jax.default_backend(),
+        "conv_impl": conv_impl, "scan_unroll": scan_unroll, "remat": remat,
+        "backend": jax.default_backend(),
         "device_kind": device.device_kind, "device_count": jax.device_count(),
         "peak_flops_per_s": peak, "peak_source": peak_source,
         "ours": ours, "timm": theirs,
@@ -344,10 +349,11 @@ def main(argv: list[str]) -> None:
             raise ValueError(f"--timm takes eager and/or compile, got {mode!r}.")
     result = run(_MODEL.value, _BATCH.value, _SIZE.value, _DTYPE.value, _WIDTH.value,
                  _CONV.value, _REMAT.value, _WARMUP.value, _STEPS.value, tuple(_TIMM.value),
-                 _PIPELINE.value)
+                 _PIPELINE.value, _UNROLL.value)
     out = _OUT.value or os.path.join(
         "bench_results",
-        f"{_MODEL.value}_b{_BATCH.value}_s{_SIZE.value}_{_DTYPE.value}_{_CONV.value}.json",
+        f"{_MODEL.value}_b{_BATCH.value}_s{_SIZE.value}_{_DTYPE.value}_{_CONV.value}"
+        f"_u{_UNROLL.value}.json",
     )
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:

@@ -283,3 +283,18 @@ def test_conv_impl_keeps_parameters_and_outputs():
     np.testing.assert_allclose(rewrite.apply(variables, x), ref, atol=1e-5 * scale)
     with pytest.raises(ValueError, match="conv_impl must be one of"):
         create("inception_v4", conv_impl="cudnn")
+
+
+def test_stage_unroll_auto_unrolls_on_cpu_and_keeps_outputs():
+    from inception_jax.models.modules import stage_unroll
+
+    assert jax.default_backend() == "cpu"
+    assert [stage_unroll(0, 20), stage_unroll(1, 20), stage_unroll(4, 3)] == [20, 1, 3]
+    x = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (1, 75, 75, 3)), jnp.float32)
+    rolled = create("inception_resnet_v2", width=0.125, blocks=(2, 3, 2), scan_unroll=1)
+    auto = create("inception_resnet_v2", width=0.125, blocks=(2, 3, 2))
+    variables = random_variables(rolled)
+    ref = rolled.apply(variables, x)
+    np.testing.assert_allclose(auto.apply(variables, x), ref, atol=1e-5 * float(jnp.abs(ref).max()))
+    with pytest.raises(ValueError, match="scan_unroll must be an int >= 0"):
+        create("inception_v4", scan_unroll=-1)

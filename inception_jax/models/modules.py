@@ -28,7 +28,7 @@ class Options:
     bn_scale: bool = True
     pool_count_include_pad: bool = False
     remat: bool = False
-    scan_unroll: int = 1
+    scan_unroll: int = 0
     conv_impl: str = "auto"
 
 
@@ -43,6 +43,18 @@ def use_rewrite(conv_impl: str) -> bool:
     have no such gap that we measured, so "auto" leaves them XLA's convolution.
     """
     return conv_impl == "rewrite" or (conv_impl == "auto" and jax.default_backend() == "cpu")
+
+
+def stage_unroll(scan_unroll: int, repeat: int) -> int:
+    """Blocks per loop iteration of a scanned stage; `scan_unroll=0` is "auto".
+
+    Auto unrolls the stage completely on the CPU backend, where a rolled loop made the
+    backward pass 3-5x slower (BENCHMARKS.md), and keeps one block per iteration on GPU/TPU,
+    where the loop compiles once for all repeats.
+    """
+    if scan_unroll == 0:
+        return repeat if jax.default_backend() == "cpu" else 1
+    return max(1, min(scan_unroll, repeat))
 
 
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int, padding: Any,
@@ -203,7 +215,7 @@ def apply_block(
         variable_axes={"params": 0, "batch_stats": 0, "monitor": 0},
         split_rngs={"params": True},
         length=repeat,
-        unroll=max(1, min(opts.scan_unroll, repeat)),
+        unroll=stage_unroll(opts.scan_unroll, repeat),
     )
     x, _ = scanned(block_cls(spec, opts, name=name), x, None)
     return x

@@ -41,7 +41,7 @@ class InceptionNet(nn.Module):
     dtype: str = "float32"
     remat: bool = False
     pool_count_include_pad: bool = False
-    scan_unroll: int = 1
+    scan_unroll: int = 0  # blocks per loop iteration of a stage; 0 = auto (CPU: all)
     conv_impl: str = "auto"  # "xla", "rewrite" (1x1 as matmul, n x 1 as 1 x n), "auto"
 
     # Name of the unit after which the auxiliary head is attached (set by subclasses).
@@ -65,8 +65,8 @@ class InceptionNet(nn.Module):
             f"{name}: dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}",
         )
         require(
-            isinstance(self.scan_unroll, int) and self.scan_unroll >= 1,
-            f"{name}: scan_unroll must be an int >= 1, got {self.scan_unroll!r}",
+            isinstance(self.scan_unroll, int) and self.scan_unroll >= 0,
+            f"{name}: scan_unroll must be an int >= 0 (0 = auto), got {self.scan_unroll!r}",
         )
         require(
             self.conv_impl in CONV_IMPLS,
