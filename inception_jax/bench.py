@@ -59,20 +59,6 @@ PEAKS = {
 }
 TIMM_NAMES = ("inception_v3", "inception_v4", "inception_resnet_v2")
 
-_MODEL = flags.DEFINE_string("model", "inception_resnet_v2", "Our model name.")
-_BATCH = flags.DEFINE_integer("batch", 8, "Global batch size.")
-_SIZE = flags.DEFINE_integer("image_size", 299, "Input size.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Compute dtype.")
-_WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier (ours only; timm is full width).")
-_CONV = flags.DEFINE_enum("conv_impl", "auto", ("auto", "xla", "rewrite"), "Our conv lowering.")
-_UNROLL = flags.DEFINE_integer("scan_unroll", 0, "Blocks per stage loop iteration (0 = auto).")
-_REMAT = flags.DEFINE_bool("remat", False, "Rematerialise each block in the backward pass.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
-_TIMM = flags.DEFINE_list("timm", ["eager"], "timm modes: eager, compile; empty: no timm.")
-_PIPELINE = flags.DEFINE_bool("pipeline", False, "Also time the input pipeline.")
-_OUT = flags.DEFINE_string("out", None, "JSON output (default bench_results/<setting>.json).")
-
 
 def device_peak(dtype: str) -> tuple[float, str]:
     """(peak FLOP/s of all devices for `dtype`, where the number comes from).
@@ -362,5 +348,18 @@ def main(argv: list[str]) -> None:
     print(f"-> {out}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags exist only when run as a command
+    _MODEL = flags.DEFINE_string("model", "inception_resnet_v2", "Our model name.")
+    _BATCH = flags.DEFINE_integer("batch", 8, "Global batch size.")
+    _SIZE = flags.DEFINE_integer("image_size", 299, "Input size.")
+    _DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Compute dtype.")
+    _WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier (ours only; timm is full width).")
+    _CONV = flags.DEFINE_enum("conv_impl", "auto", ("auto", "xla", "rewrite"), "Our conv lowering.")
+    _UNROLL = flags.DEFINE_integer("scan_unroll", 0, "Blocks per stage loop iteration (0 = auto).")
+    _REMAT = flags.DEFINE_bool("remat", False, "Rematerialise each block in the backward pass.")
+    _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+    _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
+    _TIMM = flags.DEFINE_list("timm", ["eager"], "timm modes: eager, compile; empty: no timm.")
+    _PIPELINE = flags.DEFINE_bool("pipeline", False, "Also time the input pipeline.")
+    _OUT = flags.DEFINE_string("out", None, "JSON output (default bench_results/<setting>.json).")
     app.run(main)

@@ -25,19 +25,6 @@ from ml_collections import config_flags  # noqa: E402
 from inception_jax import cli  # noqa: E402
 from inception_jax.data.crops import SCHEMES, check_scheme  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (data to evaluate on).")
-_CHECKPOINTS = flags.DEFINE_multi_string("checkpoint", [], "Training workdir(s) to evaluate.")
-_WEIGHTS = flags.DEFINE_multi_string("weights", [], "Weights file(s) (import_weights output).")
-_CROPS = flags.DEFINE_string("crops", "center", f"Crop scheme: {', '.join(SCHEMES)}.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where to write the JSON result.")
-_EMA = flags.DEFINE_bool("ema", True, "Use a checkpoint's moving-average weights.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
-_BATCH = flags.DEFINE_integer(
-    "batch_size", 0, "Images per batch (default: config.train.eval_batch_size / crops)."
-)
-_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0, "Evaluate only the first N examples.")
-flags.mark_flags_as_required(["config", "workdir"])
-
 
 def default_batch_size(eval_batch_size: int, num_crops: int) -> int:
     """About `eval_batch_size` crops per batch, in whole multiples of the device count."""
@@ -71,5 +58,17 @@ def main(argv: list[str]) -> None:
     )
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags exist only when run as a command
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (data to evaluate on).")
+    _CHECKPOINTS = flags.DEFINE_multi_string("checkpoint", [], "Training workdir(s) to evaluate.")
+    _WEIGHTS = flags.DEFINE_multi_string("weights", [], "Weights file(s) (import_weights output).")
+    _CROPS = flags.DEFINE_string("crops", "center", f"Crop scheme: {', '.join(SCHEMES)}.")
+    _WORKDIR = flags.DEFINE_string("workdir", None, "Where to write the JSON result.")
+    _EMA = flags.DEFINE_bool("ema", True, "Use a checkpoint's moving-average weights.")
+    _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+    _BATCH = flags.DEFINE_integer(
+        "batch_size", 0, "Images per batch (default: config.train.eval_batch_size / crops)."
+    )
+    _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0, "Evaluate only the first N examples.")
+    flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

@@ -29,18 +29,6 @@ from inception_jax import cli  # noqa: E402
 
 FORMATS = ("timm", "keras", "slim")
 
-_INPUT = flags.DEFINE_string("input", None, "File to convert.")
-_MODEL = flags.DEFINE_string("model", None, "Our model name, e.g. inception_resnet_v2.")
-_OUT = flags.DEFINE_string("out", None, "Output weights file (.safetensors).")
-_FORMAT = flags.DEFINE_enum("format", "auto", ("auto", *FORMATS), "Source format.")
-_BACKGROUND = flags.DEFINE_enum(
-    "background", "drop", ("drop", "keep"), "TF-Slim's background class 0: drop or keep."
-)
-_KNOBS = flags.DEFINE_multi_string(
-    "knob", [], "Extra model knob NAME=JSON_VALUE, e.g. --knob=dtype='\"bfloat16\"'."
-)
-flags.mark_flags_as_required(["input", "model", "out"])
-
 
 def detect_format(path: str) -> str:
     """timm / keras / slim from the file name; ValueError when it cannot tell."""
@@ -122,5 +110,16 @@ def main(argv: list[str]) -> None:
     print(f"wrote {_OUT.value}: {_MODEL.value} {knobs} from {fmt} file {_INPUT.value}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags exist only when run as a command
+    _INPUT = flags.DEFINE_string("input", None, "File to convert.")
+    _MODEL = flags.DEFINE_string("model", None, "Our model name, e.g. inception_resnet_v2.")
+    _OUT = flags.DEFINE_string("out", None, "Output weights file (.safetensors).")
+    _FORMAT = flags.DEFINE_enum("format", "auto", ("auto", *FORMATS), "Source format.")
+    _BACKGROUND = flags.DEFINE_enum(
+        "background", "drop", ("drop", "keep"), "TF-Slim's background class 0: drop or keep."
+    )
+    _KNOBS = flags.DEFINE_multi_string(
+        "knob", [], "Extra model knob NAME=JSON_VALUE, e.g. --knob=dtype='\"bfloat16\"'."
+    )
+    flags.mark_flags_as_required(["input", "model", "out"])
     app.run(main)

@@ -19,8 +19,6 @@ from inception_jax.metrics import read_metrics
 PANELS = (("loss", "train loss"), ("eval_top1", "eval top-1"),
           ("dead/prepool_zero_frac", "pre-pool zero fraction"))
 
-_OUT = flags.DEFINE_string("out", "runs.png", "Output image (.png, .pdf, .svg).")
-
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
@@ -106,5 +104,6 @@ def main(argv: list[str]) -> None:
     print(f"wrote {_OUT.value}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags exist only when run as a command
+    _OUT = flags.DEFINE_string("out", "runs.png", "Output image (.png, .pdf, .svg).")
     app.run(main)

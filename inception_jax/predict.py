@@ -15,11 +15,6 @@ from absl import app, flags  # noqa: E402
 
 from inception_jax import cli  # noqa: E402
 
-_WEIGHTS = flags.DEFINE_string("weights", None, "Weights file (import_weights output).")
-_SIZE = flags.DEFINE_integer("image_size", 299, "Input size the network sees.")
-_TOP = flags.DEFINE_integer("top", 5, "How many classes to print per image.")
-flags.mark_flags_as_required(["weights"])
-
 
 def predict(weights: str, paths: list[str], image_size: int = 299, top: int = 5):
     """Per image: [(class name, probability)] of the `top` most likely classes."""
@@ -73,5 +68,9 @@ def main(argv: list[str]) -> None:
             print(f"  {100 * p:6.2f}%  {name}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags exist only when run as a command
+    _WEIGHTS = flags.DEFINE_string("weights", None, "Weights file (import_weights output).")
+    _SIZE = flags.DEFINE_integer("image_size", 299, "Input size the network sees.")
+    _TOP = flags.DEFINE_integer("top", 5, "How many classes to print per image.")
+    flags.mark_flags_as_required(["weights"])
     app.run(main)

@@ -30,11 +30,6 @@ from inception_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_SWEEP = flags.DEFINE_string("sweep", None, "Sweep file[:arg], e.g. configs/sweeps/x.py:cpu.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs' workdirs.")
-_PRINT = flags.DEFINE_bool("print_commands", False, "Print one command per run; run nothing.")
-_PLOT = flags.DEFINE_bool("plot", True, "Plot the runs into WORKDIR/sweep.png at the end.")
-
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -139,5 +134,9 @@ def main(argv: list[str]) -> None:
         print(f"{len(failed)} run(s) stopped with an error: {', '.join(failed)}", file=sys.stderr)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags exist only when run as a command
+    _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file[:arg], e.g. configs/sweeps/x.py:cpu.")
+    _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs' workdirs.")
+    _PRINT = flags.DEFINE_bool("print_commands", False, "Print one command per run; run nothing.")
+    _PLOT = flags.DEFINE_bool("plot", True, "Plot the runs into WORKDIR/sweep.png at the end.")
     app.run(main)
