@@ -110,3 +110,19 @@ def test_import_cli_function_detects_slim_and_bad_input_is_refused(checkpoint, t
         load_checkpoint(str(broken))
     with pytest.raises(FileNotFoundError, match="No TF checkpoint"):
         load_checkpoint(str(tmp_path / "missing.ckpt"))
+
+
+def test_overrides_drop_the_aux_head_and_gammas_are_imported(checkpoint):
+    name, prefix, values = checkpoint
+    state = load_checkpoint(prefix)
+    no_aux, knobs = convert(name, state, aux_head=False)
+    assert knobs["aux_head"] is False and "aux" not in no_aux["params"]
+    with pytest.raises(ValueError, match="use background='drop' for 1000 classes"):
+        convert(name, state, num_classes=1001)
+    gammas = {k.replace("/beta", "/gamma"): np.full_like(v, 2.0)
+              for k, v in values.items() if k.endswith("BatchNorm/beta")}
+    with_gamma, knobs = convert(name, {**state, **gammas, "beta1_power": np.float32(0.9)})
+    assert knobs["bn_scale"] is True
+    leaves = jax.tree_util.tree_leaves_with_path(with_gamma["params"])
+    scales = [leaf for path, leaf in leaves if path[-1].key == "scale"]
+    assert scales and all(np.all(s == 2.0) for s in scales)

@@ -132,6 +132,8 @@ def _plan(name: str, model: InceptionNet, drop_background: bool) -> list[Entry]:
     def conv_bn(path: tuple[str, ...], prefixes: list[str]) -> None:
         keys = lambda suffix: tuple(f"{p}/{suffix}" for p in prefixes)  # noqa: E731
         plan.append(Entry(("params", *path, "conv", "kernel"), keys("weights")))
+        if model.bn_scale:  # slim's batch_norm_scale=True checkpoints
+            plan.append(Entry(("params", *path, "bn", "scale"), keys("BatchNorm/gamma")))
         plan.append(Entry(("params", *path, "bn", "bias"), keys("BatchNorm/beta")))
         plan.append(Entry(("batch_stats", *path, "bn", "mean"), keys("BatchNorm/moving_mean")))
         plan.append(Entry(("batch_stats", *path, "bn", "var"),
@@ -168,7 +170,7 @@ def _plan(name: str, model: InceptionNet, drop_background: bool) -> list[Entry]:
 
 def _not_a_weight(key: str) -> bool:
     """Step counters and optimizer slots are not weights."""
-    return key == "global_step" or any(
+    return key in ("global_step", "beta1_power", "beta2_power") or any(
         s in key for s in ("ExponentialMovingAverage", "/RMSProp", "/Momentum", "/Adam")
     )
 
@@ -205,7 +207,8 @@ def convert(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """slim variables → (`{"params", "batch_stats"}`, the knobs for `create(name, **knobs)`).
 
-    Knobs: `bn_scale=False`; `aux_head` True when the checkpoint has `AuxLogits`;
+    Knobs: `bn_scale` True only if the checkpoint has BatchNorm gammas (the released ones
+    have none); `aux_head` True when it has `AuxLogits` (`aux_head=False` drops them);
     `num_classes` 1000 with `background="drop"` (slim's class 0 removed) or 1001 with
     `"keep"`; `model_overrides` are added last. With `prefer_ema`, a variable's
     `ExponentialMovingAverage` copy is used where the checkpoint has one.
@@ -222,12 +225,20 @@ def convert(
                 state[key] = state[shadow]
     scope = SCOPES[name]
     knobs = {
-        "bn_scale": False,
+        "bn_scale": any(k.endswith("/BatchNorm/gamma") for k in state),
         "aux_head": any(k.startswith(f"{scope}/AuxLogits/") for k in state),
         "num_classes": 1000 if background == "drop" else 1001,
         **model_overrides,
     }
+    if knobs["num_classes"] != (1000 if background == "drop" else 1001):
+        raise ValueError(
+            f"num_classes={knobs['num_classes']} does not fit background={background!r}: slim "
+            "has 1001 outputs; use background='drop' for 1000 classes or 'keep' for 1001 (to "
+            "train on other classes, import and fine-tune with train.init_weights)."
+        )
     model = create(name, **knobs)
+    skip_aux = not model.aux_head  # importing without the aux head drops its weights
+    ignore = lambda k: _not_a_weight(k) or (skip_aux and k.startswith(f"{scope}/AuxLogits/"))  # noqa: E731
     if not any(k.startswith(scope + "/") for k in state):
         found = sorted({k.split("/")[0] for k in state if not _not_a_weight(k)})
         raise WeightImportError(
@@ -235,7 +246,7 @@ def convert(
             f"holds {', '.join(found) or 'nothing'}). Pass the --model it was trained as."
         )
     result = assemble(_plan(name, model, background == "drop"), state, model,
-                      source="TF-Slim weights", target=f"{name} {knobs}", ignore=_not_a_weight)
+                      source="TF-Slim weights", target=f"{name} {knobs}", ignore=ignore)
     return result, knobs
 
 
