@@ -108,8 +108,9 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, 
                 f"{directory} holds no complete checkpoint: train first (train.py --workdir)."
             )
         try:
-            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-            state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+            restored = manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore(), state=ocp.args.StandardRestore()
+            ))
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(
                 f"The checkpoint at step {step} in {directory} could not be read ({e}). "
@@ -117,4 +118,4 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, 
             ) from e
     finally:
         manager.close()
-    return meta["meta"], state["state"]
+    return restored["meta"], restored["state"]

@@ -40,6 +40,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, FileNotFoundError, CheckpointError, NonFiniteLossError)
 
 
+def positional(argv: list[str], usage: str) -> list[str]:
+    """The command's positional arguments; ValueError showing `usage` when there are none."""
+    if len(argv) < 2:
+        raise ValueError(f"Name at least one input: {usage}")
+    return argv[1:]
+
+
 def friendly(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
     """Wraps an absl `main`: a user error prints `error: <message>` and exits with status 2."""
 

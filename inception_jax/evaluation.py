@@ -10,7 +10,6 @@ scheme and sharded over the batch, over the whole split.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -29,8 +28,6 @@ from inception_jax.losses import top_k_correct
 from inception_jax.models import InceptionNet, create
 from inception_jax.weights import check_fits, read_weights
 
-log = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass(frozen=True)
 class Member:
@@ -47,16 +44,11 @@ class Member:
         return self.model.num_classes
 
 
-def _eval_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
-    """Model knobs for inference: the aux head is never evaluated, so it is left out."""
-    return {k: v for k, v in knobs.items() if k != "name"}
-
-
 def member_from_checkpoint(workdir: str, use_ema: bool = True, step: int | None = None) -> Member:
     """The newest (or `step`'s) checkpoint of a training workdir; EMA weights by default."""
     meta, state = read_checkpoint(workdir, step)
-    knobs = _eval_knobs(meta["model"])
-    name = meta["model"]["name"]
+    knobs = dict(meta["model"])
+    name = knobs.pop("name")
     variables = state["ema"] if use_ema else {
         "params": state["params"], "batch_stats": state["batch_stats"]
     }
@@ -140,11 +132,7 @@ def evaluate(
     info = dataset_info(data_cfg)
     offsets = class_offsets(members, info.num_classes)
     for m in members:
-        if data_cfg.image_size < m.model.min_input_size:
-            raise ValueError(
-                f"data.image_size={data_cfg.image_size} is below {m.model_name}'s minimum of "
-                f"{m.model.min_input_size}; set --config.data.image_size to at least that."
-            )
+        m.model.check_image_size(data_cfg.image_size, "--config.data.image_size")
     sharding.check_batch_size(batch_size)
     mesh = sharding.create_mesh(1)
     batch_sharding = sharding.batch_sharding(mesh)

@@ -11,12 +11,12 @@ from flax import traverse_util
 from inception_jax.interop.common import WeightImportError
 
 # Classifier layers: replaced by fresh ones when their shape differs (a new class count) or
-# when the weights file has none (an aux head added for fine-tuning).
-HEADS = (("params", "head"), ("params", "aux", "head"))
+# when the weights file has none (the whole aux head, added for fine-tuning).
+HEADS = (("params", "head"), ("params", "aux"), ("batch_stats", "aux"))
 
 
 def _is_head(path: tuple[str, ...]) -> bool:
-    return any(path[: len(h)] == h for h in HEADS) or path[:2] == ("params", "aux")
+    return any(path[: len(h)] == h for h in HEADS)
 
 
 def merge_pretrained(
@@ -40,9 +40,7 @@ def merge_pretrained(
             kept_fresh.append("/".join(path))
         else:
             bad.append("/".join(path))
-    unused = [
-        "/".join(p) for p in theirs if p not in ours and not _is_head(p)
-    ]
+    unused = ["/".join(p) for p in theirs if p not in ours and not _is_head(p)]
     if bad or unused:
         flags = " ".join(f"--config.model.{k}={v}" for k, v in sorted(knobs.items()))
         raise WeightImportError(

@@ -96,10 +96,7 @@ def plot_runs(workdirs: list[str], out: str) -> None:
 
 @cli.friendly
 def main(argv: list[str]) -> None:
-    workdirs = argv[1:]
-    if not workdirs:
-        raise ValueError("Name at least one training workdir: python -m inception_jax.plot "
-                         "WORKDIR... --out FILE.png")
+    workdirs = cli.positional(argv, "python -m inception_jax.plot WORKDIR... --out FILE.png")
     plot_runs(workdirs, _OUT.value)
     print(f"wrote {_OUT.value}")
 

@@ -27,11 +27,7 @@ def predict(weights: str, paths: list[str], image_size: int = 299, top: int = 5)
     from inception_jax.evaluation import member_from_weights
 
     member = member_from_weights(weights)
-    if image_size < member.model.min_input_size:
-        raise ValueError(
-            f"--image_size={image_size} is below {member.model_name}'s minimum of "
-            f"{member.model.min_input_size}."
-        )
+    member.model.check_image_size(image_size, "--image_size")
     images = []
     for path in paths:
         if not os.path.isfile(path):
@@ -56,10 +52,7 @@ def predict(weights: str, paths: list[str], image_size: int = 299, top: int = 5)
 
 @cli.friendly
 def main(argv: list[str]) -> None:
-    paths = argv[1:]
-    if not paths:
-        raise ValueError("Name at least one image: python -m inception_jax.predict "
-                         "--weights=FILE image.jpg ...")
+    paths = cli.positional(argv, "python -m inception_jax.predict --weights=FILE image.jpg ...")
     cli.setup()
     for path, top in zip(paths, predict(_WEIGHTS.value, paths, _SIZE.value, _TOP.value),
                          strict=True):

@@ -138,11 +138,7 @@ def create_setup(
             f"model.num_classes={model.num_classes} but dataset {config.data.name!r} has "
             f"{info.num_classes} classes; set --config.model.num_classes={info.num_classes}."
         )
-    if config.data.image_size < model.min_input_size:
-        raise ValueError(
-            f"data.image_size={config.data.image_size} is below {config.model.name}'s "
-            f"minimum of {model.min_input_size}; set --config.data.image_size to at least that."
-        )
+    model.check_image_size(config.data.image_size, "--config.data.image_size")
     steps_per_epoch = max(1, info.num_train_examples // train_cfg.global_batch_size)
     schedule = learning_rate_schedule(
         config.schedule, steps_per_epoch, train_cfg.global_batch_size

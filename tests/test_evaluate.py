@@ -154,3 +154,12 @@ def test_evaluate_cli_writes_json_and_refuses_bad_input(trained, tmp_path):
     assert "Traceback" not in bad.stderr
     missing = evaluate_cli(*settings, f"--checkpoint={tmp_path}/nothing", f"--workdir={tmp_path}")
     assert missing.returncode == 2 and "No checkpoint directory" in missing.stderr
+
+
+def test_merge_pretrained_adds_a_fresh_aux_head_the_file_lacks():
+    fresh = random_variables(create("inception_v3", width=0.25, num_classes=10, aux_head=True))
+    pretrained = random_variables(create("inception_v3", width=0.25, num_classes=10), seed=1)
+    merged, kept = merge_pretrained(fresh, pretrained, "w", {"width": 0.25})
+    assert "params/aux/head/kernel" in kept and "batch_stats/aux/conv_0/bn/mean" in kept
+    np.testing.assert_array_equal(merged["params"]["head"]["kernel"],
+                                  pretrained["params"]["head"]["kernel"])

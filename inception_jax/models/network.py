@@ -87,6 +87,15 @@ class InceptionNet(nn.Module):
         """The smallest square input (pixels) the network accepts."""
         return min_input_size(self.units())
 
+    def check_image_size(self, size: int, setting: str) -> None:
+        """ValueError naming `setting` (the flag that sets it) if `size` is below the minimum."""
+        m = self.min_input_size
+        require(
+            size >= m,
+            f"{setting}={size} is below {type(self).__name__}'s minimum of {m}; set {setting} "
+            "to at least that.",
+        )
+
     def check_input(self, x: jnp.ndarray) -> None:
         """Raises ValueError for inputs that are not NHWC or smaller than the minimum."""
         name = type(self).__name__
