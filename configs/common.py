@@ -57,6 +57,11 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.train.ema_decay = 0.9999
     c.train.ema_warmup = True  # TF's min(decay, (1 + step) / (10 + step))
     c.train.log_every_steps = 100
+    # Scalars printed on the console; every scalar goes to TensorBoard and metrics.jsonl.
+    c.train.console_metrics = (
+        "loss", "accuracy", "learning_rate", "grad_norm", "images_per_s",
+        "dead/prepool_zero_frac", "eval_top1", "eval_top5", "died_at_step",
+    )
     c.train.eval_every_steps = 5000
     c.train.checkpoint_every_steps = 2000
     c.train.keep_checkpoints = 3
@@ -101,7 +106,7 @@ def make_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.min_crop_area = 0.35  # small crops would cut the shape out
     c.train.global_batch_size = 32
     c.train.eval_batch_size = 64
-    c.train.num_epochs = 5.0
+    c.train.num_epochs = 8.0
     c.train.ema_decay = 0.99
     c.train.log_every_steps = 20
     c.train.eval_every_steps = 100

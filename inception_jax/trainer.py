@@ -229,11 +229,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             state = _start_from_weights(state, train_cfg.init_weights, config.model.name)
     start_step = int(state.step)
 
-    writer = create_writer(workdir)
+    writer = create_writer(workdir, train_cfg.console_metrics)
     if start_step == 0 and jax.process_index() == 0:
-        parameter_overview.log_parameter_overview(state.params, msg="Model parameters")
         with open(f"{workdir}/config.json", "w") as f:
             f.write(config.to_json_best_effort(indent=2))
+        with open(f"{workdir}/parameters.txt", "w") as f:
+            f.write(parameter_overview.get_parameter_overview(state.params) + "\n")
+        log.info("%s: %s parameters (every array in %s/parameters.txt)", config.model.name,
+                 f"{parameter_overview.count_parameters(state.params):,}", workdir)
 
     preemption = _Preemption()
     watch = DeadNetworkWatch(config.monitor.dead_patience)

@@ -68,7 +68,7 @@ def test_dead_network_watch_counts_consecutive_logs():
     assert not any(DeadNetworkWatch(patience=0).update(1.0) for _ in range(5))
 
 
-def test_training_logs_health_and_stops_a_dead_network(tmp_path):
+def test_training_logs_health_and_stops_a_dead_network(tmp_path, capsys):
     knobs = {"width": 0.125, "blocks": (1, 1, 1), "num_classes": 10}
     model = create("inception_resnet_v2", **knobs)
     variables = random_variables(model, image_size=75)
@@ -88,3 +88,10 @@ def test_training_logs_health_and_stops_a_dead_network(tmp_path):
     assert all(r["dead/prepool_zero_frac"] == 1.0 for r in logged)
     assert any(r.get("died_at_step") == 4 for r in records)
     assert "residual/block17_ratio" in logged[0] and "zero_frac/mixed_6a" in logged[0]
+    # The console shows the configured few (the death included), not every health scalar.
+    console = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert console[0].startswith("[2] loss=") and console[0].endswith(" dead/prepool_zero_frac=1")
+    assert "died_at_step=4" in console[-1]
+    assert not any("residual/" in line or "zero_frac/" in line for line in console)
+    total = f"Total: {sum(np.size(p) for p in jax.tree.leaves(state.params)):,}"
+    assert total in (tmp_path / "run" / "parameters.txt").read_text()
