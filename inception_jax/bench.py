@@ -287,6 +287,7 @@ def run(model: str, batch: int, size: int, dtype: str = "float32", width: float 
     return {
         "model": model, "batch": batch, "image_size": size, "dtype": dtype, "width": width,
         "conv_impl": conv_impl, "scan_unroll": scan_unroll, "remat": remat,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "backend": jax.default_backend(),
         "device_kind": device.device_kind, "device_count": jax.device_count(),
         "peak_flops_per_s": peak, "peak_source": peak_source,

@@ -1,4 +1,5 @@
-"""What every command-line entry point does first: quiet library logs, a compilation cache."""
+"""What every command-line entry point does first: XLA flags, quiet library logs, a
+compilation cache."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Callable
 
 import jax
 from absl import logging
+
+from inception_jax import xla_flags
 
 CACHE_DIR = os.path.expanduser("~/.cache/inception_jax/jax_cache")
 
@@ -26,7 +29,8 @@ class _QuietLibraries(pylogging.Filter):
 
 
 def setup() -> None:
-    """Filters library INFO logs and turns on JAX's persistent compilation cache."""
+    """Sets our XLA flags, filters library INFO logs, turns on the compilation cache."""
+    xla_flags.apply()
     logging.get_absl_handler().addFilter(_QuietLibraries())
     jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 

@@ -1,8 +1,14 @@
-"""Test setup: 8 fake CPU devices and a persistent XLA compilation cache (set before JAX loads)."""
+"""Test setup: 8 fake CPU devices, our XLA flags and a persistent compilation cache (set
+before JAX starts a backend)."""
 
 import os
 
+import jaxlib
+
+from inception_jax.xla_flags import with_speed_flags
+
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ["XLA_FLAGS"] = with_speed_flags(os.environ["XLA_FLAGS"], jaxlib.__version__)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault(
