@@ -16,7 +16,8 @@ pytest.importorskip("timm")
 
 def test_harness_reports_every_field():
     result = bench.run("inception_v3", batch=8, size=75, width=1.0, warmup=1, steps=2,
-                       timm_modes=("eager",), pipeline=True)
+                       timm_modes=("eager",), pipeline=True,
+                       scan_unroll=1)  # rolled stages compile faster; no speed is asserted
     assert result["backend"] == "cpu" and result["device_count"] == 8
     assert result["xla_flags"] == os.environ["XLA_FLAGS"]  # recorded with the figures
     assert result["peak_source"].startswith("measured") and result["peak_flops_per_s"] > 1e8

@@ -59,8 +59,8 @@ def test_one_step_on_8_devices_equals_one_step_on_1(data_dir):
         assert abs(loss - ref_loss) <= 1e-6 * abs(ref_loss)
         for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference), strict=True):
             # Same maths; only the order of the cross-device sums differs. With Eigen's
-            # convolutions (our CPU XLA flag) the largest difference after one step is
-            # 1.6e-6, in a 4-element bias of magnitude ~2e-4 (weights reach ~1).
+            # convolutions (the commands' CPU XLA flag) the largest difference after one step
+            # is 1.6e-6, in a 4-element bias of magnitude ~2e-4 (weights reach ~1).
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=4e-6)
 
 
