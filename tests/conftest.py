@@ -1,12 +1,14 @@
-"""Test setup: 8 fake CPU devices and a persistent XLA compilation cache (set before JAX
-starts a backend)."""
+"""Test setup: 8 fake CPU devices, the commands' XLA flags and a persistent compilation cache
+(set before JAX starts a backend)."""
 
 import os
 
-# In-process tests run jaxlib's default XLA flags: our CPU flag speeds up large convolutions
-# but slows compilation, which is what tiny test models spend their time on. The commands the
-# tests start as subprocesses add it themselves (cli.setup), as they do for users.
+from inception_jax import xla_flags
+
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The commands' XLA flags (cli.setup adds them): in-process results must match the commands'
+# that tests run as subprocesses (different convolution kernels sum in a different order).
+xla_flags.apply()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault(
