@@ -23,6 +23,10 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.model.bn_momentum = 0.9997  # slim
     c.model.dtype = "float32"  # "bfloat16" on GPU/TPU
     c.model.remat = False
+    # Examples per BatchNorm statistics group in training: 0 = the whole global batch (one
+    # cross-device reduction per BN layer); a divisor of the per-device batch = statistics
+    # computed on each device with no communication (the paper: 32 per replica).
+    c.model.bn_group_size = 0
     # Every other knob of the network, at the model's own default, so that all are overridable
     # (--config.model.residual_scales=...) and recorded with the run. None means "the model's
     # layout default" and is left out (ConfigDict cannot retype a None field from a flag).
@@ -45,10 +49,24 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.data.builder = ml_collections.ConfigDict(  # for data.name = "inception_shapes"
         {"image_size": 64, "num_train": 2000, "num_test": 500, "seed": 0}
     )
+    # For data.name = "synthetic": fixed random images and labels made on the devices (no host
+    # work), to measure the training loop apart from the input pipeline. Sizes of an epoch.
+    c.data.synthetic = ml_collections.ConfigDict(
+        {"num_train": 1_281_167, "num_eval": 50_000, "num_classes": 1000}
+    )
+    # A damaged or undecodable image: "error" stops naming the file; "skip" drops it and lists it
+    # in WORKDIR/skipped_images.txt.
+    c.data.on_bad_image = "error"
 
     c.train = ml_collections.ConfigDict()
     c.train.global_batch_size = 1024
     c.train.eval_batch_size = 1024
+    # Micro-batches per optimizer step: the global batch is split into this many slices run one
+    # after another in one jitted step (the paper's effective batch on fewer chips).
+    c.train.grad_accum_steps = 1
+    c.train.prefetch_batches = 2  # global batches put on the devices ahead of the step
+    # Steps to trace with jax.profiler into WORKDIR/profile, e.g. (10, 15) = steps 10..14.
+    c.train.profile_steps = ()
     c.train.num_epochs = 100.0  # the Inception-v3 paper's length
     c.train.num_steps = ml_collections.FieldReference(None, field_type=int)  # overrides epochs
     c.train.init_weights = ""  # a weights file (import_weights) to fine-tune from
@@ -88,7 +106,11 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.monitor.on_dead = "stop"  # "stop" (checkpoint and end the run) or "warn"
 
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.model_axis = 1  # > 1 also shards parameters and optimizer state (wide models)
+    # FSDP: > 1 shards parameters, optimizer state and moving average over this many devices
+    # (the batch is split over all devices either way). `model_axis` is the old name.
+    c.mesh.fsdp_axis = 1
+    c.mesh.model_axis = c.mesh.get_ref("fsdp_axis")
+    c.mesh.min_shard_mb = 4.0  # arrays smaller than this stay replicated (BN vectors, biases)
     return c
 
 
@@ -101,6 +123,8 @@ def make_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.name = "inception_shapes"
     c.data.image_size = 75  # the networks' minimum
     c.data.eval_split = "test"
+    c.data.synthetic = ml_collections.ConfigDict({"num_train": 2000, "num_eval": 500,
+                                                  "num_classes": 10})
     c.data.shuffle_buffer = 2000
     c.data.color_distortion = False
     c.data.min_crop_area = 0.35  # small crops would cut the shape out

@@ -1,18 +1,23 @@
 """What every command-line entry point does first: XLA flags, quiet library logs, a
-compilation cache."""
+compilation cache, no GPU for TensorFlow; and how commands report user errors."""
 
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.util
 import logging as pylogging
 import os
 import sys
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 import jax
 from absl import logging
 
 from inception_jax import xla_flags
+from inception_jax.errors import UserError
 
 CACHE_DIR = os.path.expanduser("~/.cache/inception_jax/jax_cache")
 
@@ -28,37 +33,67 @@ class _QuietLibraries(pylogging.Filter):
         )
 
 
+def hide_gpus_from_tensorflow(tf: ModuleType) -> None:
+    """TensorFlow (the input pipeline) sees no GPU, so it takes no GPU memory from JAX."""
+    tf.config.set_visible_devices([], "GPU")
+
+
+class _OnImport(importlib.abc.MetaPathFinder):
+    """Calls `hook(module)` once `name` has been imported, wherever the import happens."""
+
+    def __init__(self, name: str, hook: Callable[[ModuleType], None]):
+        self.name, self.hook = name, hook
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # once; and lets find_spec below see the real finders
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def exec_then_hook(module: ModuleType) -> None:
+                exec_module(module)
+                self.hook(module)
+
+            spec.loader.exec_module = exec_then_hook
+        return spec
+
+
+def _hide_gpus_from_tensorflow_when_imported() -> None:
+    """Hides GPUs from TensorFlow now if it is imported, else right after its import: commands
+    that never use TensorFlow do not pay for importing it (several seconds)."""
+    if "tensorflow" in sys.modules:
+        hide_gpus_from_tensorflow(sys.modules["tensorflow"])
+    elif not any(isinstance(f, _OnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _OnImport("tensorflow", hide_gpus_from_tensorflow))
+
+
 def setup() -> None:
-    """Sets our XLA flags, filters library INFO logs, turns on the compilation cache."""
+    """Sets our XLA flags, filters library INFO logs, turns on the compilation cache and hides
+    GPUs from TensorFlow. Call it first, before anything runs a TensorFlow op."""
     xla_flags.apply()
     logging.get_absl_handler().addFilter(_QuietLibraries())
     jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types a CLI reports as one message: bad config, file, weights or checkpoint."""
-    from inception_jax.checkpoint import CheckpointError
-    from inception_jax.trainer import NonFiniteLossError
-
-    # DatasetNotPreparedError is a FileNotFoundError; WeightImportError a ValueError.
-    return (ValueError, FileNotFoundError, CheckpointError, NonFiniteLossError)
+    _hide_gpus_from_tensorflow_when_imported()
 
 
 def positional(argv: list[str], usage: str) -> list[str]:
-    """The command's positional arguments; ValueError showing `usage` when there are none."""
+    """The command's positional arguments; UserError showing `usage` when there are none."""
     if len(argv) < 2:
-        raise ValueError(f"Name at least one input: {usage}")
+        raise UserError(f"Name at least one input: {usage}")
     return argv[1:]
 
 
 def friendly(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-    """Wraps an absl `main`: a user error prints `error: <message>` and exits with status 2."""
+    """Wraps an absl `main`: a `UserError` prints `error: <message>` and exits with status 2;
+    any other exception is a bug and propagates with its traceback."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str]) -> None:
         try:
             main(argv)
-        except user_errors() as e:
+        except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 

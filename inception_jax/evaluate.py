@@ -15,15 +15,15 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import json  # noqa: E402
-import math  # noqa: E402
+import json
+import math
 
-import jax  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+import jax
+from absl import app, flags
+from ml_collections import config_flags
 
-from inception_jax import cli  # noqa: E402
-from inception_jax.data.crops import SCHEMES, check_scheme  # noqa: E402
+from inception_jax import cli
+from inception_jax.data.crops import SCHEMES, check_scheme
 
 
 def default_batch_size(eval_batch_size: int, num_crops: int) -> int:

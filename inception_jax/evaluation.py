@@ -23,7 +23,9 @@ from tqdm import tqdm
 from inception_jax import sharding
 from inception_jax.checkpoint import read_checkpoint
 from inception_jax.data.crops import check_scheme
+from inception_jax.data.device import global_batch
 from inception_jax.data.pipeline import dataset_info, eval_batches
+from inception_jax.errors import UserError
 from inception_jax.losses import top_k_correct
 from inception_jax.models import InceptionNet, create
 from inception_jax.weights import check_fits, read_weights
@@ -77,7 +79,7 @@ def class_offsets(members: Sequence[Member], num_classes: int) -> list[int]:
         elif m.num_classes == num_classes + 1:
             offsets.append(1)
         else:
-            raise ValueError(
+            raise UserError(
                 f"{m.source} predicts {m.num_classes} classes but the dataset has {num_classes}: "
                 "evaluate it on the dataset it was trained for (set --config.data.name) or "
                 "fine-tune it first (train.py with --config.train.init_weights)."
@@ -107,14 +109,37 @@ def make_eval_step(members: Sequence[Member], offsets: Sequence[int]):
         if images.ndim == 4:  # the single central crop
             images = images[:, None]
         probs = ensemble_probabilities(members, offsets, variables, images)
-        mask = batch["mask"]
-        return {
-            "top1": jnp.sum(top_k_correct(probs, batch["label"], 1) * mask),
-            "top5": jnp.sum(top_k_correct(probs, batch["label"], 5) * mask),
-            "count": jnp.sum(mask),
-        }
+        return hit_sums(probs, batch["label"], batch["mask"])
 
     return step
+
+
+def hit_sums(scores: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+    """Sums of top-1/top-5 hits and of real examples (padding has mask 0) in one batch."""
+    return {
+        "top1": jnp.sum(top_k_correct(scores, labels, 1) * mask),
+        "top5": jnp.sum(top_k_correct(scores, labels, 5) * mask),
+        "count": jnp.sum(mask),
+    }
+
+
+def accumulate_hits(
+    step: Any, variables: Any, batches: Any, batch_sharding: Any, on_batch: Any = None
+) -> dict[str, float]:
+    """Runs `step(variables, batch)` (hit sums) over `batches`; top-1, top-5 in [0, 1], count.
+
+    `on_batch(count)` is called after each batch with its number of real examples.
+    """
+    totals = {"top1": 0.0, "top5": 0.0, "count": 0.0}
+    for batch in batches:
+        out = jax.device_get(step(variables, global_batch(batch, batch_sharding)))
+        for key in totals:
+            totals[key] += float(out[key])
+        if on_batch is not None:
+            on_batch(int(out["count"]))
+    count = max(totals["count"], 1.0)
+    return {"top1": totals["top1"] / count, "top5": totals["top5"] / count,
+            "count": int(totals["count"])}
 
 
 def evaluate(
@@ -128,7 +153,7 @@ def evaluate(
     """Top-1/top-5 accuracy (in [0, 1]) of the ensemble of `members` over the eval split."""
     num_crops = check_scheme(crops)
     if not members:
-        raise ValueError("Nothing to evaluate: pass at least one --checkpoint or --weights.")
+        raise UserError("Nothing to evaluate: pass at least one --checkpoint or --weights.")
     info = dataset_info(data_cfg)
     offsets = class_offsets(members, info.num_classes)
     for m in members:
@@ -144,24 +169,14 @@ def evaluate(
         out_shardings=replicated,
     )
     total = min(max_examples or info.num_eval_examples, info.num_eval_examples)
-    totals = {"top1": 0.0, "top5": 0.0, "count": 0.0}
     start = time.perf_counter()
     bar = tqdm(total=total, unit="img", desc=f"eval {crops}-crop",
                disable=not progress or jax.process_index() > 0)
-    for batch in eval_batches(data_cfg, batch_size, crops, max_examples):
-        batch = {
-            k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()
-        }
-        out = jax.device_get(step(variables, batch))
-        for key in totals:
-            totals[key] += float(out[key])
-        bar.update(int(out["count"]))
+    batches = eval_batches(data_cfg, batch_size, crops, max_examples)
+    result = accumulate_hits(step, variables, batches, batch_sharding, bar.update)
     bar.close()
-    count = max(totals["count"], 1.0)
     return {
-        "top1": totals["top1"] / count,
-        "top5": totals["top5"] / count,
-        "count": int(totals["count"]),
+        **result,
         "crops": crops,
         "num_crops": num_crops,
         "members": [{"source": m.source, "model": m.model_name} for m in members],

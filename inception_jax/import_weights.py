@@ -19,19 +19,21 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import json  # noqa: E402
-import re  # noqa: E402
-from typing import Any  # noqa: E402
+import json
+import re
+from typing import Any
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-from inception_jax import cli  # noqa: E402
+from inception_jax import cli
+from inception_jax.errors import UserError
+from inception_jax.interop.common import WeightImportError, WeightsFileNotFoundError
 
 FORMATS = ("timm", "keras", "slim")
 
 
 def detect_format(path: str) -> str:
-    """timm / keras / slim from the file name; ValueError when it cannot tell."""
+    """timm / keras / slim from the file name; UserError when it cannot tell."""
     name = os.path.basename(path).lower()
     if name.endswith((".safetensors", ".pth", ".pt", ".bin")):
         return "timm"
@@ -39,7 +41,7 @@ def detect_format(path: str) -> str:
         return "keras"
     if re.search(r"\.ckpt(\.index|\.data-\d+-of-\d+|\.meta)?$", name) or name.endswith(".index"):
         return "slim"
-    raise ValueError(
+    raise UserError(
         f"Cannot tell the format of {path} from its name: pass --format "
         f"({', '.join(FORMATS)})."
     )
@@ -51,18 +53,18 @@ def _timm_state(path: str) -> dict[str, Any]:
 
         try:
             return load_file(path)
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{path} is not a readable safetensors file ({e}).") from e
+        except Exception as e:  # truncated or not safetensors at all
+            raise WeightImportError(f"{path} is not a readable safetensors file ({e}).") from e
     try:
         import torch
     except ImportError as e:
-        raise ValueError(
+        raise UserError(
             f"Reading {path} needs torch (pip install torch), or convert it to .safetensors."
         ) from e
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickles with code are refused here too
-        raise ValueError(f"{path} could not be read as a torch state_dict ({e}).") from e
+    except Exception as e:  # pickles with code are refused here too
+        raise WeightImportError(f"{path} could not be read as a torch state_dict ({e}).") from e
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     return {k: v.float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
 
@@ -72,7 +74,7 @@ def import_weights(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(variables, the model knobs they need) from a timm, Keras or TF-Slim file."""
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
-        raise FileNotFoundError(f"{path} does not exist.")
+        raise WeightsFileNotFoundError(f"{path} does not exist.")
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "timm":
         from inception_jax.interop import timm
@@ -88,7 +90,7 @@ def import_weights(
         from inception_jax.interop import slim
 
         return slim.convert(model, slim.load_checkpoint(path), background=background, **knobs)
-    raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
+    raise UserError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
 
 
 @cli.friendly
@@ -103,7 +105,7 @@ def main(argv: list[str]) -> None:
         try:
             knobs[key] = json.loads(value)
         except json.JSONDecodeError as e:
-            raise ValueError(f"--knob {item!r}: the value must be JSON, e.g. 0.5 or true") from e
+            raise UserError(f"--knob {item!r}: the value must be JSON, e.g. 0.5 or true") from e
     fmt = detect_format(_INPUT.value) if _FORMAT.value == "auto" else _FORMAT.value
     variables, knobs = import_weights(_INPUT.value, _MODEL.value, fmt, _BACKGROUND.value, **knobs)
     save_weights(_OUT.value, variables, _MODEL.value, knobs, source=f"{fmt}:{_INPUT.value}")

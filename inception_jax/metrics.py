@@ -12,35 +12,41 @@ import numpy as np
 from clu import metric_writers
 from tqdm.auto import tqdm
 
+from inception_jax.errors import UserError
+
+
+class MetricsNotFoundError(UserError, FileNotFoundError):
+    """A directory named as a training workdir has no `metrics.jsonl`."""
+
 
 class _ScalarWriter(metric_writers.MetricWriter):
     """A writer of scalars only: every other kind of summary is dropped."""
 
-    def write_summaries(self, step, values, metadata=None):  # noqa: D102 - not used
+    def write_summaries(self, step, values, metadata=None):
         pass
 
-    def write_images(self, step, images):  # noqa: D102
+    def write_images(self, step, images):
         pass
 
-    def write_videos(self, step, videos):  # noqa: D102
+    def write_videos(self, step, videos):
         pass
 
-    def write_audios(self, step, audios, *, sample_rate):  # noqa: D102
+    def write_audios(self, step, audios, *, sample_rate):
         pass
 
-    def write_texts(self, step, texts):  # noqa: D102
+    def write_texts(self, step, texts):
         pass
 
-    def write_histograms(self, step, arrays, num_buckets=None):  # noqa: D102
+    def write_histograms(self, step, arrays, num_buckets=None):
         pass
 
-    def write_hparams(self, hparams):  # noqa: D102
+    def write_hparams(self, hparams):
         pass
 
-    def flush(self) -> None:  # noqa: D102
+    def flush(self) -> None:
         pass
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         pass
 
 

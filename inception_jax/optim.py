@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from inception_jax.errors import UserError
+
 OPTIMIZERS = ("rmsprop_tf1", "rmsprop_torch")
 WEIGHT_DECAY_MASKS = ("kernels", "all", "none")
 
@@ -30,7 +32,7 @@ WEIGHT_DECAY_MASKS = ("kernels", "all", "none")
 def _positive(cfg: ml_collections.ConfigDict, section: str, *names: str) -> None:
     for name in names:
         if not cfg[name] > 0:
-            raise ValueError(f"{section}.{name} must be > 0, got {cfg[name]!r}")
+            raise UserError(f"{section}.{name} must be > 0, got {cfg[name]!r}")
 
 
 def learning_rate_schedule(
@@ -43,7 +45,7 @@ def learning_rate_schedule(
     """
     _positive(cfg, "schedule", "base_lr", "reference_batch_size", "decay_rate", "decay_epochs")
     if cfg.warmup_epochs < 0:
-        raise ValueError(f"schedule.warmup_epochs must be >= 0, got {cfg.warmup_epochs!r}")
+        raise UserError(f"schedule.warmup_epochs must be >= 0, got {cfg.warmup_epochs!r}")
     peak = cfg.base_lr * global_batch_size / cfg.reference_batch_size
     decay_steps = max(1, round(cfg.decay_epochs * steps_per_epoch))
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
@@ -72,9 +74,9 @@ def create_optimizer(
 ) -> optax.GradientTransformation:
     """L2 gradient (weight_decay·w on the masked leaves) → global-norm clipping → RMSProp."""
     if cfg.name not in OPTIMIZERS:
-        raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {cfg.name!r}")
+        raise UserError(f"optim.name must be one of {OPTIMIZERS}, got {cfg.name!r}")
     if cfg.weight_decay_mask not in WEIGHT_DECAY_MASKS:
-        raise ValueError(
+        raise UserError(
             f"optim.weight_decay_mask must be one of {WEIGHT_DECAY_MASKS}, "
             f"got {cfg.weight_decay_mask!r}"
         )

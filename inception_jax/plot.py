@@ -14,7 +14,7 @@ from typing import Any
 from absl import app, flags
 
 from inception_jax import cli
-from inception_jax.metrics import read_metrics
+from inception_jax.metrics import MetricsNotFoundError, read_metrics
 
 PANELS = (("loss", "train loss"), ("eval_top1", "eval top-1"),
           ("dead/prepool_zero_frac", "pre-pool zero fraction"))
@@ -68,7 +68,7 @@ def plot_runs(workdirs: list[str], out: str) -> None:
 
     missing = [w for w in workdirs if not os.path.isfile(os.path.join(w, "metrics.jsonl"))]
     if missing:
-        raise FileNotFoundError(
+        raise MetricsNotFoundError(
             f"No metrics.jsonl in {', '.join(missing)}: pass training workdirs "
             "(train.py --workdir)."
         )

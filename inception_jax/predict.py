@@ -11,9 +11,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-from inception_jax import cli  # noqa: E402
+from inception_jax import cli
+from inception_jax.errors import UserError
 
 
 def predict(weights: str, paths: list[str], image_size: int = 299, top: int = 5):
@@ -31,11 +32,11 @@ def predict(weights: str, paths: list[str], image_size: int = 299, top: int = 5)
     images = []
     for path in paths:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"No image at {path}.")
+            raise UserError(f"No image at {path}: check the path.")
         try:
             image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         except tf.errors.InvalidArgumentError as e:
-            raise ValueError(f"{path} is not a JPEG, PNG, GIF or BMP image.") from e
+            raise UserError(f"{path} is not a JPEG, PNG, GIF or BMP image.") from e
         images.append(eval_preprocess(image, image_size).numpy())
     logits = jax.jit(lambda v, x: member.model.apply(v, x, train=False))(
         member.variables, np.stack(images)

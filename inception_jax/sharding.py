@@ -1,37 +1,49 @@
 """The device mesh and the shardings of the train state and the batch.
 
-One mesh over all devices of all processes, with a `data` axis and an optional `model` axis.
-The batch is split over both axes; with `model` > 1, each parameter (and its optimizer state
-and moving average) is also split along its largest dimension divisible by the `model` size
-(FSDP-style), so wide models fit. The same code runs on 1 CPU, N GPUs or a TPU pod.
+One mesh over all devices of all processes, with two axes: `data` and `fsdp`. The batch is
+split over both. With `fsdp` > 1 the train state is fully sharded (FSDP, ZeRO-3 style): each
+parameter, its optimizer state and its moving average is split along its largest dimension
+divisible by the `fsdp` size, and XLA gathers it where the step needs it, so wide models fit.
+Arrays smaller than `min_size_bytes` (BatchNorm vectors, biases) stay replicated: splitting them
+saves little memory and costs a collective each (big_vision's `min_size_to_shard_mb`). The same
+code runs on 1 CPU, N GPUs or a TPU pod.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-BATCH_AXES = ("data", "model")
+from inception_jax.errors import UserError
+
+BATCH_AXES = ("data", "fsdp")
+MB = 2**20  # the unit of `config.mesh.min_shard_mb`
 
 
-def create_mesh(model_axis: int = 1) -> Mesh:
-    """A (data, model) mesh over every device; `model_axis` must divide the device count."""
-    n = jax.device_count()
-    if model_axis < 1 or n % model_axis:
-        raise ValueError(
-            f"mesh.model_axis={model_axis} must be >= 1 and divide the {n} devices."
+def create_mesh(fsdp_axis: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
+    """A (data, fsdp) mesh over `devices` (default: every device of every process).
+
+    `fsdp_axis` devices share each sharded parameter; it must divide the device count.
+    """
+    n = jax.device_count() if devices is None else len(devices)
+    if fsdp_axis < 1 or n % fsdp_axis:
+        raise UserError(
+            f"mesh.fsdp_axis={fsdp_axis} must be >= 1 and divide the {n} devices."
         )
     # Auto axes: XLA propagates shardings from the jit's in/out shardings (newer JAX
     # defaults to Explicit, which asks every op to be annotated).
     auto = (jax.sharding.AxisType.Auto,) * 2
-    return jax.make_mesh((n // model_axis, model_axis), BATCH_AXES, axis_types=auto)
+    return jax.make_mesh((n // fsdp_axis, fsdp_axis), BATCH_AXES, axis_types=auto,
+                         devices=devices)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) dimension split over every device."""
+    """Leading (batch) dimension split over every device: both mesh axes."""
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
@@ -40,30 +52,38 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def _leaf_spec(shape: tuple[int, ...], model_size: int) -> PartitionSpec:
-    if model_size == 1 or not shape:
+def _leaf_spec(
+    shape: tuple[int, ...], nbytes: int, fsdp_size: int, min_size_bytes: int
+) -> PartitionSpec:
+    """Replicated, or split over `fsdp` on the largest dimension that `fsdp_size` divides."""
+    if fsdp_size == 1 or not shape or nbytes < min_size_bytes:
         return PartitionSpec()
-    candidates = [d for d in np.argsort(shape)[::-1] if shape[d] % model_size == 0]
+    candidates = [d for d in np.argsort(shape)[::-1] if shape[d] % fsdp_size == 0]
     if not candidates:
         return PartitionSpec()
-    spec = [None] * len(shape)
-    spec[int(candidates[0])] = "model"
+    spec: list[str | None] = [None] * len(shape)
+    spec[int(candidates[0])] = "fsdp"
     return PartitionSpec(*spec)
 
 
-def state_shardings(mesh: Mesh, abstract_state: Any) -> Any:
-    """Shardings for a pytree of shape structs: replicated, or split over `model`."""
-    model_size = mesh.shape["model"]
-    return jax.tree.map(
-        lambda x: NamedSharding(mesh, _leaf_spec(tuple(x.shape), model_size)), abstract_state
-    )
+def state_shardings(mesh: Mesh, abstract_state: Any, min_size_bytes: int) -> Any:
+    """Shardings for a pytree of shape structs: arrays of at least `min_size_bytes` split over
+    `fsdp` (see `_leaf_spec`), smaller ones replicated."""
+    fsdp_size = mesh.shape["fsdp"]
+
+    def sharding(x: Any) -> NamedSharding:
+        shape = tuple(x.shape)
+        nbytes = math.prod(shape) * np.dtype(x.dtype).itemsize
+        return NamedSharding(mesh, _leaf_spec(shape, nbytes, fsdp_size, min_size_bytes))
+
+    return jax.tree.map(sharding, abstract_state)
 
 
 def check_batch_size(global_batch_size: int) -> None:
     """The global batch must split evenly over devices and processes."""
     n, p = jax.device_count(), jax.process_count()
     if global_batch_size % n or global_batch_size % p:
-        raise ValueError(
+        raise UserError(
             f"train.global_batch_size={global_batch_size} must be divisible by the number of "
             f"devices ({n}) and processes ({p})."
         )

@@ -1,4 +1,4 @@
-"""Model summary: `python -m inception_jax.summary --model NAME [--image-size N]`.
+"""Model summary: `python -m inception_jax.summary --model=NAME [--image_size=N]`.
 
 Prints the parameter count, each unit's output shape and FLOPs per image (XLA's cost
 analysis of the jitted forward, and the analytic count published tables use).
@@ -6,14 +6,15 @@ analysis of the jitted forward, and the analytic count published tables use).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
+from inception_jax import cli
 from inception_jax.flops import analytic_flops, xla_flops
 from inception_jax.models import available_models, create
 
@@ -73,19 +74,17 @@ def format_summary(s: Summary) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, choices=available_models())
-    parser.add_argument("--image-size", type=int, default=299)
-    parser.add_argument("--num-classes", type=int, default=1000)
-    args = parser.parse_args(argv)
-    try:
-        s = summarize(args.model, args.image_size, num_classes=args.num_classes)
-    except ValueError as e:
-        parser.exit(2, f"error: {e}\n")
-    print(format_summary(s))
+@cli.friendly
+def main(argv: list[str]) -> None:
+    del argv
+    cli.setup()
+    create(_MODEL.value).check_image_size(_SIZE.value, "--image_size")
+    print(format_summary(summarize(_MODEL.value, _SIZE.value, num_classes=_CLASSES.value)))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # flags exist only when run as a command
+    _MODEL = flags.DEFINE_enum("model", None, available_models(), "Our model name.")
+    _SIZE = flags.DEFINE_integer("image_size", 299, "Input size (pixels, square).")
+    _CLASSES = flags.DEFINE_integer("num_classes", 1000, "Classifier outputs.")
+    flags.mark_flags_as_required(["model"])
+    app.run(main)

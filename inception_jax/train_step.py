@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from inception_jax.evaluation import hit_sums
 from inception_jax.losses import cross_entropy, top_k_correct
 from inception_jax.models import InceptionNet
 from inception_jax.optim import ema_init, ema_update, global_norm
@@ -41,6 +42,22 @@ def init_state(
     )
 
 
+def micro_batches(batch: dict[str, jax.Array], steps: int, shards: int) -> dict[str, jax.Array]:
+    """[B, ...] → [steps, B / steps, ...]: micro-batch i is slice i of every device's shard.
+
+    With the batch split over `shards` devices, device d holds rows [d*b, (d+1)*b); micro-batch
+    i takes rows [d*b + i*b/steps, d*b + (i+1)*b/steps) of each, so it stays on the same devices
+    (no data moves) and its BatchNorm groups are groups of the whole batch.
+    """
+
+    def split(x: jax.Array) -> jax.Array:
+        rest = x.shape[1:]
+        per_shard = x.reshape(shards, steps, x.shape[0] // (shards * steps), *rest)
+        return jnp.swapaxes(per_shard, 0, 1).reshape(steps, x.shape[0] // steps, *rest)
+
+    return jax.tree.map(split, batch)
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
@@ -50,29 +67,60 @@ def train_step(
     schedule: optax.Schedule,
     cfg: ml_collections.ConfigDict,
     seed: int,
+    batch_shards: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on a global batch. `cfg` is the config's `train` section."""
+    """One optimizer step on a global batch. `cfg` is the config's `train` section.
+
+    With `cfg.grad_accum_steps` = A > 1 the batch runs as A micro-batches in a `lax.scan`:
+    gradients (and loss, accuracy) are averaged over them, BatchNorm's running statistics are
+    updated after each as A separate forward passes would, and the parameters, the moving
+    average and the step (hence the learning rate) advance once. `batch_shards` is the number of
+    devices the batch is split over (micro-batches keep each device's examples on it).
+    """
     dropout_rng = jax.random.fold_in(jax.random.key(seed), state.step)
 
-    def loss_fn(params):
+    def loss_fn(params, batch_stats, micro, rng):
         out, updates = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
+            {"params": params, "batch_stats": batch_stats},
+            micro["image"],
             train=True,
-            rngs={"dropout": dropout_rng},
+            rngs={"dropout": rng},
             mutable=["batch_stats"],
         )
         logits, aux = out if isinstance(out, tuple) else (out, None)
-        loss = cross_entropy(logits, batch["label"], cfg.label_smoothing)
+        loss = cross_entropy(logits, micro["label"], cfg.label_smoothing)
         if aux is not None:
             loss = loss + cfg.aux_loss_weight * cross_entropy(
-                aux, batch["label"], cfg.label_smoothing
+                aux, micro["label"], cfg.label_smoothing
             )
-        return loss, (logits, updates["batch_stats"])
+        accuracy = jnp.mean(top_k_correct(logits, micro["label"], 1))
+        return loss, (accuracy, updates["batch_stats"])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params
-    )
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    accum = cfg.grad_accum_steps
+    if accum == 1:
+        (loss, (accuracy, batch_stats)), grads = grad_fn(
+            state.params, state.batch_stats, batch, dropout_rng
+        )
+    else:
+
+        def micro_step(carry, inputs):
+            batch_stats, sums = carry
+            index, micro = inputs
+            rng = jax.random.fold_in(dropout_rng, index)
+            (loss, (accuracy, batch_stats)), grads = grad_fn(
+                state.params, batch_stats, micro, rng
+            )
+            sums = jax.tree.map(jnp.add, sums, (loss, accuracy, grads))
+            return (batch_stats, sums), None
+
+        zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
+        (batch_stats, sums), _ = jax.lax.scan(
+            micro_step,
+            (state.batch_stats, zeros),
+            (jnp.arange(accum), micro_batches(batch, accum, batch_shards)),
+        )
+        loss, accuracy, grads = jax.tree.map(lambda t: t / accum, sums)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = ema_update(
@@ -84,7 +132,7 @@ def train_step(
     )
     metrics = {
         "loss": loss,
-        "accuracy": jnp.mean(top_k_correct(logits, batch["label"], 1)),
+        "accuracy": accuracy,
         "learning_rate": schedule(state.step),
         "grad_norm": global_norm(grads),
         "param_norm": global_norm(params),
@@ -101,9 +149,4 @@ def eval_step(
 ) -> dict[str, jax.Array]:
     """Sums of top-1/top-5 hits and of real examples (padding masked out) on one batch."""
     logits = model.apply(variables, batch["image"], train=False)
-    mask = batch["mask"]
-    return {
-        "top1": jnp.sum(top_k_correct(logits, batch["label"], 1) * mask),
-        "top5": jnp.sum(top_k_correct(logits, batch["label"], 5) * mask),
-        "count": jnp.sum(mask),
-    }
+    return hit_sums(logits, batch["label"], batch["mask"])

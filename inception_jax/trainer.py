@@ -19,13 +19,19 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from clu import parameter_overview
 from tqdm import tqdm
 
 from inception_jax import sharding
 from inception_jax.checkpoint import Checkpointer
+from inception_jax.data.device import (
+    prefetch_to_device,
+    synthetic_batches,
+    synthetic_eval_batches,
+)
 from inception_jax.data.pipeline import DatasetInfo, dataset_info, eval_batches, train_batches
+from inception_jax.errors import UserError
+from inception_jax.evaluation import accumulate_hits
 from inception_jax.finetune import merge_pretrained
 from inception_jax.interop.common import WeightImportError
 from inception_jax.metrics import create_writer
@@ -38,7 +44,7 @@ from inception_jax.weights import read_weights
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError):
     """Training produced a NaN/inf loss; the last good checkpoint is kept."""
 
 
@@ -53,7 +59,7 @@ def total_steps(train_cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> i
     if train_cfg.num_steps is not None and train_cfg.num_steps > 0:
         return int(train_cfg.num_steps)
     if train_cfg.num_epochs is None or train_cfg.num_epochs <= 0:
-        raise ValueError("Set train.num_steps or train.num_epochs to a positive number.")
+        raise UserError("Set train.num_steps or train.num_epochs to a positive number.")
     return max(1, int(math.ceil(train_cfg.num_epochs * steps_per_epoch)))
 
 
@@ -64,6 +70,64 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "image_size": config.data.image_size,
         "dataset": config.data.name,
     }
+
+
+class LossCheck:
+    """Holds the newest step's loss (a device scalar) until it is read: `check` raises
+    NonFiniteLossError naming the step if it is NaN or infinite."""
+
+    def __init__(self, workdir: str, checkpointer: Checkpointer):
+        self.workdir, self.checkpointer = workdir, checkpointer
+        self.pending: tuple[int, jax.Array] | None = None
+
+    def push(self, step: int, loss: jax.Array) -> None:
+        """Remembers `loss` of `step` (the number of steps done) without reading it."""
+        self.pending = (step, loss)
+
+    def check(self) -> None:
+        """Reads the pending loss (waits for its step) and raises if it is not finite."""
+        if self.pending is None:
+            return
+        step, loss = self.pending
+        self.pending = None
+        value = float(loss)
+        if not math.isfinite(value):
+            good = self.checkpointer.latest_step()
+            raise NonFiniteLossError(
+                f"Loss became {value} at step {step}. The last good checkpoint "
+                f"(step {good}) is kept in {self.workdir}/checkpoints. Lower "
+                "schedule.base_lr or optim.grad_clip_norm and rerun."
+            )
+
+
+class StepProfiler:
+    """Traces steps [first, last) of `train.profile_steps` with jax.profiler into `directory`."""
+
+    def __init__(self, steps: Any, directory: str):
+        steps = tuple(steps or ())
+        if steps and (len(steps) != 2 or not 0 <= steps[0] < steps[1]):
+            raise UserError(
+                f"train.profile_steps must be empty or (first, last) with 0 <= first < last, "
+                f"got {steps!r}."
+            )
+        self.steps, self.directory, self.active = steps, directory, False
+
+    def before(self, step: int) -> None:
+        """Starts or stops the trace before `step` runs."""
+        if not self.steps:
+            return
+        if step == self.steps[0] and not self.active:
+            jax.profiler.start_trace(self.directory)
+            self.active = True
+        elif step == self.steps[1] and self.active:
+            self.close()
+            log.info("Profile of steps %d-%d written to %s", *self.steps, self.directory)
+
+    def close(self) -> None:
+        """Ends an open trace."""
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active = False
 
 
 class _Preemption:
@@ -81,23 +145,70 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def _global_batch(batch: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
-    return {
-        k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()
-    }
+SYNTHETIC = "synthetic"
 
 
-def evaluate(
-    eval_fn, variables: Any, config: ml_collections.ConfigDict, batch_sharding
-) -> dict[str, float]:
+def data_info(data_cfg: ml_collections.ConfigDict) -> DatasetInfo:
+    """Sizes of the configured dataset; `synthetic` takes them from `data.synthetic`."""
+    if data_cfg.name == SYNTHETIC:
+        s = data_cfg.synthetic
+        return DatasetInfo(s.num_train, s.num_eval, s.num_classes, data_cfg.image_size)
+    return dataset_info(data_cfg)
+
+
+def training_batches(config: ml_collections.ConfigDict, setup: Setup, start_step: int):
+    """The run's global training batches from `start_step` on, prefetched onto the devices."""
+    data_cfg, train_cfg = config.data, config.train
+    if data_cfg.name == SYNTHETIC:
+        return synthetic_batches(train_cfg.global_batch_size, data_cfg.image_size,
+                                 setup.model.num_classes, config.seed, setup.batch_sharding)
+    host = train_batches(data_cfg, train_cfg.global_batch_size, config.seed,
+                         start_step=start_step)
+    return prefetch_to_device(host, setup.batch_sharding, train_cfg.prefetch_batches)
+
+
+def evaluate(setup: Setup, variables: Any, config: ml_collections.ConfigDict) -> dict[str, float]:
     """Top-1/top-5 accuracy of `variables` over the whole eval split."""
-    totals = {"top1": 0.0, "top5": 0.0, "count": 0.0}
-    for batch in eval_batches(config.data, config.train.eval_batch_size):
-        out = jax.device_get(eval_fn(variables, _global_batch(batch, batch_sharding)))
-        for k in totals:
-            totals[k] += float(out[k])
-    count = max(totals["count"], 1.0)
-    return {"eval_top1": totals["top1"] / count, "eval_top5": totals["top5"] / count}
+    data_cfg, batch = config.data, config.train.eval_batch_size
+    if data_cfg.name == SYNTHETIC:
+        info = data_info(data_cfg)
+        batches = synthetic_eval_batches(batch, data_cfg.image_size, info.num_classes,
+                                         info.num_eval_examples, config.seed)
+    else:
+        batches = eval_batches(data_cfg, batch)
+    result = accumulate_hits(setup.eval, variables, batches, setup.batch_sharding)
+    return {"eval_top1": result["top1"], "eval_top5": result["top5"]}
+
+
+def target_platform(mesh: Any) -> str:
+    """The platform of the mesh's devices ("cpu", "gpu", "tpu"): what the step compiles for."""
+    platform = mesh.devices.flat[0].platform
+    return "gpu" if platform in ("cuda", "rocm") else platform
+
+
+def check_accumulation(train_cfg: ml_collections.ConfigDict, bn_group_size: int,
+                       devices: int) -> None:
+    """The global batch must split into `grad_accum_steps` micro-batches over every device,
+    and BatchNorm groups must tile a micro-batch."""
+    accum, batch = train_cfg.grad_accum_steps, train_cfg.global_batch_size
+    if not isinstance(accum, int) or accum < 1:
+        raise UserError(f"train.grad_accum_steps must be an int >= 1, got {accum!r}.")
+    if batch % (accum * devices):
+        raise UserError(
+            f"train.global_batch_size={batch} must be divisible by train.grad_accum_steps "
+            f"({accum}) x the number of devices ({devices}): each micro-batch is split over "
+            "every device."
+        )
+    micro = batch // accum
+    if bn_group_size and micro % bn_group_size:
+        raise UserError(
+            f"model.bn_group_size={bn_group_size} must divide the micro-batch of {micro} "
+            f"examples (train.global_batch_size / train.grad_accum_steps)."
+        )
+    if bn_group_size and (micro // devices) % bn_group_size:
+        log.info("model.bn_group_size=%d does not divide the %d examples per device and "
+                 "micro-batch: BatchNorm statistics groups span devices (communication).",
+                 bn_group_size, micro // devices)
 
 
 @dataclasses.dataclass
@@ -126,35 +237,40 @@ def create_setup(
     """
     train_cfg = config.train
     if config.monitor.on_dead not in ("stop", "warn"):
-        raise ValueError(
+        raise UserError(
             f"monitor.on_dead must be 'stop' or 'warn', got {config.monitor.on_dead!r}."
         )
     sharding.check_batch_size(train_cfg.global_batch_size)
     sharding.check_batch_size(train_cfg.eval_batch_size)
-    info = info or dataset_info(config.data)
-    model = build_model(config.model)
+    info = info or data_info(config.data)
+    mesh = mesh if mesh is not None else sharding.create_mesh(config.mesh.fsdp_axis)
+    # "auto" model choices follow the devices the step is compiled for, not the host's backend.
+    model = build_model(config.model).clone(platform=target_platform(mesh))
     if model.num_classes != info.num_classes:
-        raise ValueError(
+        raise UserError(
             f"model.num_classes={model.num_classes} but dataset {config.data.name!r} has "
             f"{info.num_classes} classes; set --config.model.num_classes={info.num_classes}."
         )
     model.check_image_size(config.data.image_size, "--config.data.image_size")
+    check_accumulation(train_cfg, config.model.bn_group_size, mesh.size)
     steps_per_epoch = max(1, info.num_train_examples // train_cfg.global_batch_size)
     schedule = learning_rate_schedule(
         config.schedule, steps_per_epoch, train_cfg.global_batch_size
     )
     tx = create_optimizer(config.optim, schedule)
-    mesh = mesh if mesh is not None else sharding.create_mesh(config.mesh.model_axis)
     batch_sharding = sharding.batch_sharding(mesh)
     init_fn = functools.partial(
         init_state, model, tx, jax.random.key(config.seed, impl="rbg"), config.data.image_size
     )
     abstract = jax.eval_shape(init_fn)
-    state_sharding = sharding.state_shardings(mesh, abstract)
+    state_sharding = sharding.state_shardings(
+        mesh, abstract, int(config.mesh.min_shard_mb * sharding.MB)
+    )
     replicated = sharding.replicated(mesh)
     step_fn = jax.jit(
         functools.partial(
-            train_step, model=model, tx=tx, schedule=schedule, cfg=train_cfg, seed=config.seed
+            train_step, model=model, tx=tx, schedule=schedule, cfg=train_cfg, seed=config.seed,
+            batch_shards=mesh.size,
         ),
         in_shardings=(state_sharding, batch_sharding),
         out_shardings=(state_sharding, replicated),
@@ -165,6 +281,7 @@ def create_setup(
         in_shardings=(state_sharding.ema, batch_sharding),
         out_shardings=replicated,
     )
+
     def health_fn(state, batch):
         rng = jax.random.fold_in(jax.random.key(config.seed + 1), state.step)
         variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -240,9 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     preemption = _Preemption()
     watch = DeadNetworkWatch(config.monitor.dead_patience)
-    batches = train_batches(
-        config.data, train_cfg.global_batch_size, config.seed, start_step=start_step
-    )
+    batches = training_batches(config, setup, start_step)
     progress = tqdm(
         total=num_steps,
         initial=start_step,
@@ -252,24 +367,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         mininterval=1.0 if sys.stderr.isatty() else 10.0,
         dynamic_ncols=True,
     )
+    profile = StepProfiler(train_cfg.profile_steps, f"{workdir}/profile")
+    unchecked = LossCheck(workdir, checkpointer)
     last_log_time, last_log_step = time.perf_counter(), start_step
     step = start_step
     try:
         while step < num_steps:
-            batch = _global_batch(next(batches), setup.batch_sharding)
-            state, metrics = setup.step(state, batch)
+            profile.before(step)
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                batch = next(batches)
+                state, metrics = setup.step(state, batch)
             step += 1
-            loss = float(metrics["loss"])  # one scalar per step: stop on NaN before saving
-            if not math.isfinite(loss):
-                good = checkpointer.latest_step()
-                raise NonFiniteLossError(
-                    f"Loss became {loss} at step {step}. The last good checkpoint "
-                    f"(step {good}) is kept in {workdir}/checkpoints. Lower "
-                    "schedule.base_lr or optim.grad_clip_norm and rerun."
-                )
+            # Step k-1's loss is read once step k is queued, so the host never waits for the
+            # step it just dispatched; before anything is saved the newest loss is read too.
+            unchecked.check()
+            unchecked.push(step, metrics["loss"])
             progress.update(1)
-            progress.set_postfix(loss=f"{loss:.3f}", refresh=False)
             if step % train_cfg.log_every_steps == 0 or step == num_steps:
+                unchecked.check()
                 now = time.perf_counter()
                 elapsed = now - last_log_time
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -278,6 +393,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     train_cfg.global_batch_size * (step - last_log_step) / max(elapsed, 1e-9)
                 )
                 scalars["epoch"] = step / steps_per_epoch
+                progress.set_postfix(loss=f"{scalars['loss']:.3f}", refresh=False)
                 died = False
                 if config.monitor.enabled:
                     health = jax.device_get(setup.health(state, batch))
@@ -299,17 +415,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if step == num_steps or (
                 train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0
             ):
-                writer.write_scalars(
-                    step, evaluate(setup.eval, state.ema, config, setup.batch_sharding)
-                )
+                unchecked.check()
+                writer.write_scalars(step, evaluate(setup, state.ema, config))
                 last_log_time = time.perf_counter()  # eval time is not train time
             if step == num_steps or step % train_cfg.checkpoint_every_steps == 0:
+                unchecked.check()
                 checkpointer.save(step, state)
             if preemption.requested:
+                unchecked.check()
                 log.warning("SIGTERM: saving step %d and stopping.", step)
                 checkpointer.save(step, state)
                 break
+        unchecked.check()
     finally:
+        profile.close()
         progress.close()
         preemption.restore()
         checkpointer.close()

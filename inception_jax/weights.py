@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
-from inception_jax.interop.common import WeightImportError
+from inception_jax.interop.common import WeightImportError, WeightsFileNotFoundError
 from inception_jax.models import InceptionNet, create
 
 FORMAT = "inception_jax.weights/1"
@@ -47,18 +47,19 @@ def read_weights(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     from safetensors.numpy import load_file
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Weights file {path} does not exist. Make one with `python -m "
-            "inception_jax.import_weights` (from timm, Keras or TF-Slim files) or `python -m "
-            "inception_jax.export_weights` (from a training workdir)."
+        raise WeightsFileNotFoundError(
+            f"Weights file {path} does not exist. Make one from timm, Keras or TF-Slim files "
+            "with `python -m inception_jax.import_weights`; to evaluate a training run, pass "
+            "its workdir instead (`python -m inception_jax.evaluate --checkpoint=WORKDIR`)."
         )
     try:
         with safe_open(path, framework="numpy") as f:
             metadata = f.metadata() or {}
         arrays = load_file(path)
-    except Exception as e:  # noqa: BLE001 - truncated or not safetensors at all
+    except Exception as e:  # truncated or not safetensors at all
         raise WeightImportError(
-            f"{path} is not a readable safetensors file ({e}). Re-download or re-export it."
+            f"{path} is not a readable safetensors file ({e}). Re-download it, or convert its "
+            "source again with `python -m inception_jax.import_weights`."
         ) from e
     if metadata.get("format") != FORMAT:
         raise WeightImportError(

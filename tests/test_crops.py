@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from inception_jax.data.crops import SCHEMES, check_scheme, multi_crop
+from inception_jax.errors import UserError
 
 H, W, S = 120, 200, 60
 
@@ -94,6 +95,6 @@ def test_upsampled_crop_matches_resize_at_the_border():
 
 
 def test_unknown_scheme_is_one_clear_error():
-    with pytest.raises(ValueError, match="Unknown crop scheme '12'.*center, 10, 144"):
+    with pytest.raises(UserError, match="Unknown crop scheme '12'.*center, 10, 144"):
         check_scheme("12")
     assert SCHEMES == {"center": 1, "10": 10, "144": 144}

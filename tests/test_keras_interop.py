@@ -13,6 +13,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
 
+from inception_jax.errors import UserError  # noqa: E402
 from inception_jax.interop.keras import (  # noqa: E402
     DEFAULT_OVERRIDES,
     WeightImportError,
@@ -130,8 +131,9 @@ def test_truncated_file_is_refused(saved, tmp_path):
 
 
 def test_missing_and_non_hdf5_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such Keras weights file"):
+    with pytest.raises(FileNotFoundError, match="no such Keras weights file") as missing:
         load_file(tmp_path / "absent.h5")
+    assert isinstance(missing.value, UserError)  # a command reports it in one line
     text = tmp_path / "notes.h5"
     text.write_text("not weights")
     with pytest.raises(WeightImportError, match="not a readable Keras weights file"):
@@ -153,11 +155,11 @@ def test_weights_h5_without_layer_names_is_refused(tmp_path):
 
 
 def test_unsupported_requests_are_refused():
-    with pytest.raises(ValueError, match="supports inception_v3, inception_resnet_v2"):
+    with pytest.raises(UserError, match="supports inception_v3, inception_resnet_v2"):
         convert("inception_v4", {})
-    with pytest.raises(ValueError, match="no auxiliary head"):
+    with pytest.raises(UserError, match="no auxiliary head"):
         convert("inception_v3", {}, aux_head=True)
-    with pytest.raises(ValueError, match="released layout"):
+    with pytest.raises(UserError, match="released layout"):
         convert("inception_resnet_v2", {}, layout="paper")
 
 

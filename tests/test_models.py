@@ -1,13 +1,15 @@
 """Shapes, parameter counts, knobs and errors of the four networks."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from inception_jax.errors import UserError
 from inception_jax.models import available_models, create
-from inception_jax.models.modules import InceptionBlock, Options
-from inception_jax.models.specs import Residual, block, conv
+from inception_jax.models.modules import InceptionBlock, Options, apply_block
+from inception_jax.models.specs import AVG_POOL, Residual, block, conv, split
 from inception_jax.summary import count_params
 from tests.helpers import random_variables
 
@@ -123,9 +125,9 @@ def test_unit_output_shapes_follow_the_paper():
 
 
 def test_unknown_model_and_option_errors():
-    with pytest.raises(ValueError, match="Known models: inception_resnet_v1, inception_resnet_v2"):
+    with pytest.raises(UserError, match="Known models: inception_resnet_v1, inception_resnet_v2"):
         create("inception_v5")
-    with pytest.raises(ValueError, match="has no option.*widht"):
+    with pytest.raises(UserError, match="has no option.*widht"):
         create("inception_v4", widht=2.0)
 
 
@@ -142,20 +144,26 @@ def test_unknown_model_and_option_errors():
 )
 def test_bad_knob_values_raise_clear_errors(overrides, message):
     name = "inception_resnet_v2"
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UserError, match=message):
         create(name, **overrides)
 
 
 def test_scanned_stages_make_depth_free_to_compile():
-    """20 blocks trace to the same program size as 1: the stage is one scan."""
+    """Rolled stages lower 40 residual blocks to the same program as 6: a stage is one loop.
 
-    def n_eqns(blocks):
-        model = create("inception_resnet_v2", blocks=blocks, width=0.25)
+    The lowered StableHLO is what XLA compiles. "auto" rolls the stages when compiling for GPU
+    or TPU; on CPU it unrolls them (faster backward), and there the program grows with depth.
+    """
+
+    def hlo_lines(blocks, **knobs):
+        model = create("inception_resnet_v2", blocks=blocks, width=0.25, **knobs)
         x = jnp.zeros((1, 75, 75, 3))
         v = jax.eval_shape(model.init, jax.random.key(0), x)
-        return len(jax.make_jaxpr(lambda v, x: model.apply(v, x))(v, x).jaxpr.eqns)
+        return len(jax.jit(model.apply).lower(v, x).as_text().splitlines())
 
-    assert n_eqns((2, 2, 2)) == n_eqns((10, 20, 10))
+    assert hlo_lines((2, 2, 2), scan_unroll=1) == hlo_lines((10, 20, 10), scan_unroll=1)
+    # Unrolled (auto on CPU), depth costs program size: 1,396 -> 3,081 lines when measured.
+    assert hlo_lines((10, 20, 10)) > 2 * hlo_lines((2, 2, 2))
     shallow = create("inception_resnet_v2", blocks=(2, 2, 2))
     deep = create("inception_resnet_v2")
     v_shallow, _ = shapes(shallow, 75)
@@ -219,6 +227,52 @@ def test_residual_branch_is_scaled_before_the_addition():
     assert float(jnp.abs(full - x).max()) > 1e-2
 
 
+def test_a_specs_conv_names_are_the_blocks_parameter_names():
+    spec = block([conv(4)], [AVG_POOL, conv(4)],
+                 [conv(8), split([conv(4, (1, 3))], [conv(4, (3, 1))]), conv(4, 3)])
+    assert [c.name for c in spec.convs] == ["b0_0", "b1_0", "b2_0", "b2_1", "b2_2", "b2_3"]
+    assert [c.kernel for c in spec.convs][3:] == [(1, 3), (3, 1), (3, 3)]
+    x = jnp.zeros((1, 9, 9, 8))
+    for name in ALL:
+        model = create(name, width=0.125)
+        params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 75, 75, 3)))
+        for unit in model.units():
+            expected = {c.name for c in unit.block.convs} | (
+                {"proj"} if unit.block.residual else set())
+            assert set(params["params"][unit.name]) == expected, (name, unit.name)
+    m = InceptionBlock(spec, Options())
+    assert set(jax.eval_shape(m.init, jax.random.key(0), x)["params"]) == {
+        c.name for c in spec.convs}
+
+
+class SummedBranches(InceptionBlock):
+    """A one-off structure through the module hook: branches added instead of concatenated."""
+
+    def merge(self, x, outs):
+        return sum(outs)
+
+
+def test_a_block_module_hook_changes_structure_and_keeps_the_names():
+    branches = ([conv(4)], [conv(2), conv(4, 3)])
+    plain, summed = block(*branches), block(*branches, module=SummedBranches)
+    assert [c.name for c in summed.convs] == [c.name for c in plain.convs]
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+
+    class Net(nn.Module):
+        spec: object
+
+        @nn.compact
+        def __call__(self, x):
+            return apply_block(x, self.spec, Options(), "unit", None)
+
+    variables = Net(plain).init(jax.random.key(1), x)
+    concatenated = Net(plain).apply(variables, x)
+    added = Net(summed).apply(variables, x)  # the same variables fit: same names and shapes
+    assert concatenated.shape == (2, 9, 9, 8) and added.shape == (2, 9, 9, 4)
+    np.testing.assert_allclose(added, concatenated[..., :4] + concatenated[..., 4:], atol=1e-6)
+    assert float(jnp.abs(concatenated[..., 4:]).max()) > 1e-2
+
+
 def test_bfloat16_compute_keeps_float32_parameters_and_close_logits():
     model32 = create("inception_resnet_v2", num_classes=5, width=0.125)
     model16 = create("inception_resnet_v2", num_classes=5, width=0.125, dtype="bfloat16")
@@ -266,7 +320,7 @@ def test_conv_rewrite_equals_xla_conv_in_value_and_gradient(kernel, stride, padd
     ref = conv2d(x, k, stride, padding, rewrite=False)
     out = conv2d(x, k, stride, padding, rewrite=True)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
-    loss = lambda k, rw: jnp.sum(jnp.sin(conv2d(x, k, stride, padding, rw)))  # noqa: E731
+    loss = lambda k, rw: jnp.sum(jnp.sin(conv2d(x, k, stride, padding, rw)))
     np.testing.assert_allclose(jax.grad(loss)(k, True), jax.grad(loss)(k, False),
                                rtol=1e-4, atol=1e-4)
 
@@ -276,7 +330,7 @@ def test_conv_impl_keeps_parameters_and_outputs():
     xla = create("inception_v4", width=0.125, blocks=(1, 1, 1), conv_impl="xla")
     rewrite = create("inception_v4", width=0.125, blocks=(1, 1, 1), conv_impl="rewrite")
     variables = random_variables(xla)
-    shapes = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(m.init, jax.random.key(0), x))  # noqa: E731
+    shapes = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(m.init, jax.random.key(0), x))
     assert shapes(xla) == shapes(rewrite)
     ref = xla.apply(variables, x)
     scale = float(jnp.abs(ref).max())

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from inception_jax.errors import UserError
 from inception_jax.optim import create_optimizer, ema_update, learning_rate_schedule
 
 
@@ -44,7 +45,7 @@ def test_warmup_ramps_linearly_then_follows_the_staircase():
 
 @pytest.mark.parametrize("field", ["base_lr", "decay_rate", "decay_epochs"])
 def test_bad_schedule_values_raise(field):
-    with pytest.raises(ValueError, match=f"schedule.{field} must be > 0"):
+    with pytest.raises(UserError, match=f"schedule.{field} must be > 0"):
         learning_rate_schedule(schedule_cfg(**{field: 0.0}), 10, 256)
 
 
@@ -119,7 +120,7 @@ def test_gradients_are_clipped_to_the_global_norm_before_rmsprop():
 
 
 def test_unknown_optimizer_is_refused():
-    with pytest.raises(ValueError, match="optim.name must be one of"):
+    with pytest.raises(UserError, match="optim.name must be one of"):
         create_optimizer(optim_cfg(name="adam"), lambda s: 1.0)
 
 

@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
+from inception_jax.errors import UserError  # noqa: E402
 from inception_jax.interop.timm import WeightImportError, convert  # noqa: E402
 from inception_jax.models import create  # noqa: E402
 
@@ -88,5 +89,5 @@ def test_bad_state_dict_lists_missing_unexpected_and_misshaped_names():
 
 
 def test_unsupported_model_is_refused():
-    with pytest.raises(ValueError, match="timm has no such model|supports"):
+    with pytest.raises(UserError, match="timm has no such model|supports"):
         convert("inception_resnet_v1", {})

@@ -9,7 +9,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from jax.sharding import Mesh
 
 from inception_jax import sharding
 from inception_jax.checkpoint import CheckpointError
@@ -45,9 +44,14 @@ def global_batch(setup, batch):
 @pytest.mark.slow
 def test_one_step_on_8_devices_equals_one_step_on_1(data_dir):
     config = tiny_config(data_dir)
-    one = create_setup(config, Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "model")))
+    one = create_setup(config, sharding.create_mesh(1, devices=jax.devices()[:1]))
     eight = create_setup(config, sharding.create_mesh(1))
-    fsdp = create_setup(config, sharding.create_mesh(2))  # params sharded over 'model' too
+    # Every array with a dimension 2 divides sharded over 'fsdp' (the tiny model's arrays are
+    # all below the default 4 MiB threshold).
+    fsdp = create_setup(tiny_config(data_dir, **{"mesh.min_shard_mb": 0.0}),
+                        sharding.create_mesh(2))
+    assert any(s.spec != jax.sharding.PartitionSpec()
+               for s in jax.tree.leaves(fsdp.state_sharding.params))
     batch = next(train_batches(config.data, 16, config.seed))
     results = []
     for setup in (one, eight, fsdp):
@@ -172,7 +176,7 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
     two_process, _ = final_params(workdir, steps)
 
     config = tiny_config(data_dir, **{"train.num_steps": steps})
-    setup = create_setup(config, Mesh(np.array(jax.devices()[:2]).reshape(2, 1), ("data", "model")))
+    setup = create_setup(config, sharding.create_mesh(1, devices=jax.devices()[:2]))
     shares = [train_batches(config.data, 16, config.seed, process=(i, 2)) for i in range(2)]
     state = setup.init()
     for _ in range(steps):

@@ -17,12 +17,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from inception_jax.errors import UserError
 from inception_jax.models.network import InceptionNet
-from inception_jax.models.specs import BlockSpec, Conv, Split, Unit
+from inception_jax.models.specs import Unit
 
 
-class WeightImportError(ValueError):
+class WeightImportError(UserError):
     """The weights do not fit the model: lists every missing, unexpected and mis-shaped name."""
+
+
+class WeightsFileNotFoundError(WeightImportError, FileNotFoundError):
+    """A weights file or checkpoint path that does not exist."""
 
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -47,33 +52,16 @@ class Entry:
     transform: Transform = same
 
 
-def our_conv_names(spec: BlockSpec) -> list[str]:
-    """Our conv names in creation order (`b{branch}_{k}`), as `InceptionBlock` assigns them."""
-    names = []
-
-    def walk(layers, i, count):
-        for layer in layers:
-            if isinstance(layer, Conv):
-                names.append(f"b{i}_{count[0]}")
-                count[0] += 1
-            elif isinstance(layer, Split):
-                for sub in layer.branches:
-                    walk(sub, i, count)
-
-    for i, branch in enumerate(spec.branches):
-        walk(branch, i, [0])
-    return names
-
-
 def matched_units(
     model: InceptionNet, table: dict[str, tuple[list[str], list[str]]], source: str
 ) -> Iterator[tuple[Unit, list[str], list[tuple[str, str]]]]:
-    """Per unit of `table` (unit → (source module of each repeat, source conv names)):
-    (our unit, its source modules, [(our conv name, source conv name)] in our conv order)."""
+    """Per unit of `table` (unit → (source module of each repeat, source conv names in our conv
+    order)): (our unit, its source modules, [(our conv name, source conv name)]). Our names
+    come from the unit's spec (`BlockSpec.convs`), as the model's parameters do."""
     units = {u.name: u for u in model.units()}
     for unit_name, (modules, names) in table.items():
         unit = units[unit_name]
-        ours = our_conv_names(unit.block)
+        ours = [conv.name for conv in unit.block.convs]
         if len(ours) != len(names):
             raise AssertionError(f"{unit_name}: {len(ours)} convs but {len(names)} {source} names")
         yield unit, modules, list(zip(ours, names, strict=True))

@@ -29,7 +29,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from inception_jax.interop.common import Entry, WeightImportError, assemble, our_conv_names
+from inception_jax.errors import UserError
+from inception_jax.interop.common import (
+    Entry,
+    WeightImportError,
+    WeightsFileNotFoundError,
+    assemble,
+)
 from inception_jax.models import create
 from inception_jax.models.network import InceptionNet
 
@@ -129,12 +135,12 @@ def _read_keras3(f: h5py.File, path: str) -> dict[str, np.ndarray]:
 def load_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a Keras weights file (legacy `.h5` or Keras-3 `.weights.h5`) with h5py.
 
-    Returns `"<layer name>/<variable>"` → array. Raises FileNotFoundError for a missing path
-    and `WeightImportError` for a file that is not a readable Keras weights file.
+    Returns `"<layer name>/<variable>"` → array. Raises `WeightsFileNotFoundError` for a
+    missing path and `WeightImportError` for a file that is not a readable Keras weights file.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such Keras weights file; check the path.")
+        raise WeightsFileNotFoundError(f"{path}: no such Keras weights file; check the path.")
     try:
         with h5py.File(path, "r") as f:
             if "layer_names" in f.attrs or "layer_names0" in f.attrs:
@@ -186,7 +192,7 @@ def auto_named_layers(weights: Mapping[str, Any], kind: str) -> list[str]:
 
 def _conv_bn(plan: list[Entry], model: InceptionNet, path: tuple[str, ...], pairs) -> None:
     """Entries of one of our convs from (Keras conv, Keras batch norm) names, one per repeat."""
-    keys = lambda layers, var: tuple(f"{layer}/{var}" for layer in layers)  # noqa: E731
+    keys = lambda layers, var: tuple(f"{layer}/{var}" for layer in layers)
     convs, norms = [c for c, _ in pairs], [b for _, b in pairs]
     plan.append(Entry(("params", *path, "conv", "kernel"), keys(convs, "kernel")))
     if model.bn_scale:
@@ -218,7 +224,7 @@ def _plan(model: InceptionNet, weights: Mapping[str, Any]) -> tuple[list[Entry],
         repeats = 1 if unit.repeat is None else unit.repeat
         if repeats == 0:
             continue
-        ours = our_conv_names(unit.block)
+        ours = [conv.name for conv in unit.block.convs]
         pairs: dict[str, list[tuple[str, str]]] = {our: [] for our in ours}
         projections = []
         for _ in range(repeats):  # Keras builds repeat by repeat, each block conv by conv
@@ -251,21 +257,21 @@ def _plan(model: InceptionNet, weights: Mapping[str, Any]) -> tuple[list[Entry],
 def convert(name: str, weights: Mapping[str, Any], **model_overrides: Any) -> dict[str, Any]:
     """Keras weights (`load_file`'s keys) → `{"params", "batch_stats"}` for `create(name, ...)`.
 
-    The model is `create(name, bn_scale=False, **model_overrides)`. Raises ValueError for a
+    The model is `create(name, bn_scale=False, **model_overrides)`. Raises `UserError` for a
     model Keras does not have, `WeightImportError` listing every missing, unexpected or
     mis-shaped Keras name when the weights do not fit.
     """
     if name not in SUPPORTED:
-        raise ValueError(
+        raise UserError(
             f"Keras import supports {', '.join(SUPPORTED)}; got {name!r} "
             f"(keras.applications has no such model)."
         )
     overrides = {**DEFAULT_OVERRIDES, **model_overrides}
     model = create(name, **overrides)
     if model.aux_head:
-        raise ValueError(f"Keras' {name} has no auxiliary head: create it with aux_head=False.")
+        raise UserError(f"Keras' {name} has no auxiliary head: create it with aux_head=False.")
     if getattr(model, "layout", "released") != "released":
-        raise ValueError(f"Keras has only the released layout of {name}.")
+        raise UserError(f"Keras has only the released layout of {name}.")
     plan, hint = _plan(model, weights)
     target = f"{name} {overrides}"
     try:

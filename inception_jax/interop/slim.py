@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from inception_jax.interop.common import Entry, WeightImportError, assemble, matched_units
+from inception_jax.errors import UserError
+from inception_jax.interop.common import (
+    Entry,
+    WeightImportError,
+    WeightsFileNotFoundError,
+    assemble,
+    matched_units,
+)
 from inception_jax.models import create
 from inception_jax.models.network import InceptionNet
 
@@ -95,8 +102,8 @@ def _units(name: str, model: InceptionNet) -> dict[str, tuple[list[str], list[st
         }
     if name == "inception_resnet_v2":
         if model.layout != "released":
-            raise ValueError("TF-Slim has only the released layout of inception_resnet_v2.")
-        rep = lambda scope, block, n: [f"{scope}/{block}_{i + 1}" for i in range(n)]  # noqa: E731
+            raise UserError("TF-Slim has only the released layout of inception_resnet_v2.")
+        rep = lambda scope, block, n: [f"{scope}/{block}_{i + 1}" for i in range(n)]
         return {
             "stem": ([""], _STEM), "mixed_5b": (["Mixed_5b"], _IR_5B),
             "block35": (rep("Repeat", "block35", repeats["block35"]), _IR_35),
@@ -107,7 +114,7 @@ def _units(name: str, model: InceptionNet) -> dict[str, tuple[list[str], list[st
             "block8_final": (["Block8"], _IR_8),
             "conv_7b": ([""], ["Conv2d_7b_1x1"]),
         }
-    raise ValueError(f"TF-Slim import supports {', '.join(SUPPORTED)}; got {name!r}.")
+    raise UserError(f"TF-Slim import supports {', '.join(SUPPORTED)}; got {name!r}.")
 
 
 # (classifier, aux conv 1x1, aux conv 5x5, aux classifier); "conv:" marks a 1x1-conv logits layer.
@@ -130,7 +137,7 @@ def _plan(name: str, model: InceptionNet, drop_background: bool) -> list[Entry]:
     plan: list[Entry] = []
 
     def conv_bn(path: tuple[str, ...], prefixes: list[str]) -> None:
-        keys = lambda suffix: tuple(f"{p}/{suffix}" for p in prefixes)  # noqa: E731
+        keys = lambda suffix: tuple(f"{p}/{suffix}" for p in prefixes)
         plan.append(Entry(("params", *path, "conv", "kernel"), keys("weights")))
         if model.bn_scale:  # slim's batch_norm_scale=True checkpoints
             plan.append(Entry(("params", *path, "bn", "scale"), keys("BatchNorm/gamma")))
@@ -185,11 +192,11 @@ def load_checkpoint(path: str) -> dict[str, np.ndarray]:
     if ".data-" in prefix:
         prefix = prefix[: prefix.index(".data-")]
     if not os.path.exists(prefix + ".index") and not os.path.exists(prefix):
-        raise FileNotFoundError(f"No TF checkpoint at {prefix} (expected {prefix}.index).")
+        raise WeightsFileNotFoundError(f"No TF checkpoint at {prefix} (expected {prefix}.index).")
     try:
         reader = tf.train.load_checkpoint(prefix)
         return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
-    except Exception as e:  # noqa: BLE001 - truncated, corrupt, or not a checkpoint
+    except Exception as e:  # truncated, corrupt, or not a checkpoint
         raise WeightImportError(
             f"{prefix} is not a readable TF checkpoint ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:200]}). Re-download or re-extract it (the .index and "
@@ -214,9 +221,9 @@ def convert(
     `ExponentialMovingAverage` copy is used where the checkpoint has one.
     """
     if name not in SUPPORTED:
-        raise ValueError(f"TF-Slim import supports {', '.join(SUPPORTED)}; got {name!r}.")
+        raise UserError(f"TF-Slim import supports {', '.join(SUPPORTED)}; got {name!r}.")
     if background not in BACKGROUND:
-        raise ValueError(f"background must be 'drop' or 'keep', got {background!r}.")
+        raise UserError(f"background must be 'drop' or 'keep', got {background!r}.")
     state = dict(variables)
     if prefer_ema:
         for key in list(state):
@@ -231,14 +238,14 @@ def convert(
         **model_overrides,
     }
     if knobs["num_classes"] != (1000 if background == "drop" else 1001):
-        raise ValueError(
+        raise UserError(
             f"num_classes={knobs['num_classes']} does not fit background={background!r}: slim "
             "has 1001 outputs; use background='drop' for 1000 classes or 'keep' for 1001 (to "
             "train on other classes, import and fine-tune with train.init_weights)."
         )
     model = create(name, **knobs)
     skip_aux = not model.aux_head  # importing without the aux head drops its weights
-    ignore = lambda k: _not_a_weight(k) or (skip_aux and k.startswith(f"{scope}/AuxLogits/"))  # noqa: E731
+    ignore = lambda k: _not_a_weight(k) or (skip_aux and k.startswith(f"{scope}/AuxLogits/"))
     if not any(k.startswith(scope + "/") for k in state):
         found = sorted({k.split("/")[0] for k in state if not _not_a_weight(k)})
         raise WeightImportError(

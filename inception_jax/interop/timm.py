@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from inception_jax.errors import UserError
 from inception_jax.interop.common import (
     Entry,
     WeightImportError,
@@ -48,21 +49,22 @@ _V4_C = ["branch0", "branch1_0", "branch1_1a", "branch1_1b", "branch2_0", "branc
 
 
 def _branch_names(spec: BlockSpec) -> list[str]:
-    """timm's usual naming: `branch{i}` for a one-layer branch, else `branch{i}.{position}`."""
-    names = []
+    """timm's usual naming, in our conv order: `branch{i}` for a one-layer branch, else
+    `branch{i}.{position}` (pools count as positions)."""
+    names = {}
     for i, branch in enumerate(spec.branches):
         for k, layer in enumerate(branch):
             if isinstance(layer, Split):
                 raise ValueError("nested splits have no standard timm names")
             if isinstance(layer, Conv):
-                names.append(f"branch{i}" if len(branch) == 1 else f"branch{i}.{k}")
-    return names
+                names[layer.name] = f"branch{i}" if len(branch) == 1 else f"branch{i}.{k}"
+    return [names[conv.name] for conv in spec.convs]
 
 
 def _unit_prefixes(name: str, model: InceptionNet) -> dict[str, tuple[list[str], list[str]]]:
     """Per unit: (timm module prefix of each repeat, timm conv names inside the module)."""
     units = {u.name: u for u in model.units()}
-    std = lambda unit_name: _branch_names(units[unit_name].block)  # noqa: E731
+    std = lambda unit_name: _branch_names(units[unit_name].block)
     if name == "inception_v3":
         table = {"stem": ([""], _V3_STEM), "mixed_6a": (["Mixed_6a"], _V3_6A),
                  "mixed_7a": (["Mixed_7a"], _V3_7A)}
@@ -73,7 +75,7 @@ def _unit_prefixes(name: str, model: InceptionNet) -> dict[str, tuple[list[str],
         return table
     if name == "inception_v4":
         a, b, c = (units[s].repeat for s in ("inception_a", "inception_b", "inception_c"))
-        feats = lambda start, n: [f"features.{start + r}" for r in range(n)]  # noqa: E731
+        feats = lambda start, n: [f"features.{start + r}" for r in range(n)]
         return {
             "stem": ([""], ["features.0", "features.1", "features.2"]),
             "mixed_3a": (["features.3"], ["conv"]),
@@ -87,9 +89,9 @@ def _unit_prefixes(name: str, model: InceptionNet) -> dict[str, tuple[list[str],
         }
     if name == "inception_resnet_v2":
         if model.layout != "released":
-            raise ValueError("timm has only the released layout of inception_resnet_v2")
+            raise UserError("timm has only the released layout of inception_resnet_v2")
         a, b, c = (units[s].repeat for s in ("block35", "block17", "block8"))
-        rep = lambda prefix, n: [f"{prefix}.{r}" for r in range(n)]  # noqa: E731
+        rep = lambda prefix, n: [f"{prefix}.{r}" for r in range(n)]
         return {
             "stem": ([""], ["conv2d_1a", "conv2d_2a", "conv2d_2b", "conv2d_3b", "conv2d_4a"]),
             "mixed_5b": (["mixed_5b"], std("mixed_5b")),
@@ -101,7 +103,7 @@ def _unit_prefixes(name: str, model: InceptionNet) -> dict[str, tuple[list[str],
             "block8_final": (["block8"], std("block8_final")),
             "conv_7b": ([""], ["conv2d_7b"]),
         }
-    raise ValueError(
+    raise UserError(
         f"timm import supports {', '.join(SUPPORTED)}; got {name!r} (timm has no such model)."
     )
 
@@ -118,7 +120,7 @@ def _plan(name: str, model: InceptionNet) -> list[Entry]:
     plan = []
 
     def conv_bn(path: tuple[str, ...], prefixes: list[str]) -> None:
-        keys = lambda suffix: tuple(p + suffix for p in prefixes)  # noqa: E731
+        keys = lambda suffix: tuple(p + suffix for p in prefixes)
         plan.append(Entry(("params", *path, "conv", "kernel"), keys(".conv.weight"), torch_conv))
         if model.bn_scale:
             plan.append(Entry(("params", *path, "bn", "scale"), keys(".bn.weight")))
@@ -142,7 +144,7 @@ def _plan(name: str, model: InceptionNet) -> list[Entry]:
             plan.append(Entry(("params", unit_name, "proj", "bias"), bias))
     if model.aux_head:
         if name != "inception_v3":
-            raise ValueError(f"timm's {name} has no auxiliary head: create it with aux_head=False")
+            raise UserError(f"timm's {name} has no auxiliary head: create it with aux_head=False")
         conv_bn(("aux", "conv_0"), ["AuxLogits.conv0"])
         conv_bn(("aux", "conv_1"), ["AuxLogits.conv1"])
         dense(("aux", "head"), "AuxLogits.fc")
@@ -156,7 +158,7 @@ def convert(name: str, state_dict: Mapping[str, Any], **model_overrides) -> dict
     Raises `WeightImportError` listing every missing, unexpected or mis-shaped name.
     """
     if name not in SUPPORTED:
-        raise ValueError(f"timm import supports {', '.join(SUPPORTED)}; got {name!r}.")
+        raise UserError(f"timm import supports {', '.join(SUPPORTED)}; got {name!r}.")
     model = create(name, **model_overrides)
     return assemble(
         _plan(name, model),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
+from inception_jax.errors import UserError
 from inception_jax.models.network import InceptionNet
 
 # name -> "module:Class"; imported on first use so that naming a model loads only that model.
@@ -26,9 +27,9 @@ def available_models() -> list[str]:
 
 
 def model_class(name: str) -> type[InceptionNet]:
-    """The module class registered under `name` (ValueError listing the known names)."""
+    """The module class registered under `name` (UserError listing the known names)."""
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(available_models())}.")
+        raise UserError(f"Unknown model {name!r}. Known models: {', '.join(available_models())}.")
     module_name, class_name = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -39,7 +40,7 @@ def create(name: str, **overrides) -> InceptionNet:
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"{name} has no option(s) {', '.join(unknown)}. Options: {', '.join(sorted(fields))}."
         )
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.models.batchnorm import GroupedBatchNorm
 from inception_jax.models.specs import BlockSpec, Conv, Layer, Pool, Split
 
 # He-normal (truncated): keeps activations of the deep ReLU trunk at unit scale at init.
@@ -30,30 +31,45 @@ class Options:
     remat: bool = False
     scan_unroll: int = 0
     conv_impl: str = "auto"
+    bn_group_size: int = 0
+    platform: str | None = None  # the compilation target; None = JAX's default backend
 
 
 CONV_IMPLS = ("auto", "xla", "rewrite")
+PLATFORMS = ("cpu", "gpu", "tpu")
 
 
-def use_rewrite(conv_impl: str) -> bool:
-    """Whether convs are rewritten: "rewrite" always, "auto" on the CPU backend only.
+def target_platform(platform: str | None) -> str:
+    """The platform the model is compiled for: `platform`, else JAX's default backend.
+
+    The trainer sets it from the mesh's devices, so a CPU host compiling for a TPU topology
+    (`python -m inception_jax.aot`) makes the same choices as a run on the TPU.
+    """
+    platform = platform or jax.default_backend()
+    return "gpu" if platform in ("cuda", "rocm") else platform
+
+
+def use_rewrite(conv_impl: str, platform: str | None = None) -> bool:
+    """Whether convs are rewritten: "rewrite" always, "auto" when compiling for CPU only.
 
     On CPU, XLA's weight gradient of 1×1 and n×1 convolutions is several times slower than
     that of an equivalent matmul or 1×n convolution (BENCHMARKS.md). GPU and TPU compilers
     have no such gap that we measured, so "auto" leaves them XLA's convolution.
     """
-    return conv_impl == "rewrite" or (conv_impl == "auto" and jax.default_backend() == "cpu")
+    return conv_impl == "rewrite" or (
+        conv_impl == "auto" and target_platform(platform) == "cpu"
+    )
 
 
-def stage_unroll(scan_unroll: int, repeat: int) -> int:
+def stage_unroll(scan_unroll: int, repeat: int, platform: str | None = None) -> int:
     """Blocks per loop iteration of a scanned stage; `scan_unroll=0` is "auto".
 
-    Auto unrolls the stage completely on the CPU backend, where a rolled loop made the
+    Auto unrolls the stage completely when compiling for CPU, where a rolled loop made the
     backward pass 3-5x slower (BENCHMARKS.md), and keeps one block per iteration on GPU/TPU,
     where the loop compiles once for all repeats.
     """
     if scan_unroll == 0:
-        return repeat if jax.default_backend() == "cpu" else 1
+        return repeat if target_platform(platform) == "cpu" else 1
     return max(1, min(scan_unroll, repeat))
 
 
@@ -83,13 +99,14 @@ class Conv2D(nn.Module):
     use_bias: bool = False
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    platform: str | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         shape = (*self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", conv_init, shape, jnp.float32)
         y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding,
-                   use_rewrite(self.conv_impl))
+                   use_rewrite(self.conv_impl, self.platform))
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
         return y
@@ -119,16 +136,21 @@ class ConvBN(nn.Module):
             self.padding,
             dtype=o.dtype,
             conv_impl=o.conv_impl,
+            platform=o.platform,
             name="conv",
         )(x)
-        x = nn.BatchNorm(
+        bn_kwargs = dict(
             use_running_average=not o.train,
             momentum=o.bn_momentum,
             epsilon=o.bn_epsilon,
             use_scale=o.bn_scale,
             dtype=o.dtype,
             name="bn",
-        )(x)
+        )
+        if o.bn_group_size:
+            x = GroupedBatchNorm(group_size=o.bn_group_size, **bn_kwargs)(x)
+        else:  # whole-batch statistics: Flax's own BatchNorm, bit for bit
+            x = nn.BatchNorm(**bn_kwargs)(x)
         return nn.relu(x)
 
 
@@ -143,52 +165,58 @@ def pool(x: jnp.ndarray, spec: Pool, opts: Options) -> jnp.ndarray:
 
 
 class InceptionBlock(nn.Module):
-    """Parallel branches concatenated on channels; optionally a scaled residual.
+    """Runs a `BlockSpec`: parallel branches concatenated on channels; optionally a residual.
 
-    Convs are named `b{branch}_{k}` with k counting the convs of the branch in order (nested
-    splits included). A residual block adds `proj`, a linear 1×1 conv with bias back to the
-    trunk width, multiplies it by `residual.scale`, adds it to the input and applies ReLU
-    unless `residual.activate` is False.
+    Each conv is created under the name its spec gives it (`Conv.name`, `b{branch}_{k}`), the
+    names the weight importers read. A residual block adds `proj`, a linear 1×1 conv with bias
+    back to the trunk width, multiplies it by `residual.scale`, adds it to the input and
+    applies ReLU unless `residual.activate` is False.
+
+    A block with a structure of its own subclasses this module, overrides `branch` (one
+    branch's layers) or `merge` (branch outputs → block output), and is named by its spec's
+    `module` field: its convs keep their spec names, so the weight importers still fit.
     """
 
     spec: BlockSpec
     opts: Options
 
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        def run(h: jnp.ndarray, layers: tuple[Layer, ...], prefix: str, count: list[int]):
-            for layer in layers:
-                if isinstance(layer, Conv):
-                    name = f"{prefix}_{count[0]}"
-                    count[0] += 1
-                    h = ConvBN(
-                        layer.features, layer.kernel, layer.stride, layer.padding, self.opts,
-                        name=name,
-                    )(h)
-                elif isinstance(layer, Pool):
-                    h = pool(h, layer, self.opts)
-                elif isinstance(layer, Split):
-                    h = jnp.concatenate([run(h, b, prefix, count) for b in layer.branches], -1)
-                else:
-                    raise TypeError(f"unknown layer spec {layer!r}")
-            return h
+    def branch(self, h: jnp.ndarray, layers: tuple[Layer, ...]) -> jnp.ndarray:
+        """Applies one branch's layers in order (a `Split` concatenates its sub-branches)."""
+        for layer in layers:
+            if isinstance(layer, Conv):
+                h = ConvBN(
+                    layer.features, layer.kernel, layer.stride, layer.padding, self.opts,
+                    name=layer.name,
+                )(h)
+            elif isinstance(layer, Pool):
+                h = pool(h, layer, self.opts)
+            elif isinstance(layer, Split):
+                h = jnp.concatenate([self.branch(h, b) for b in layer.branches], -1)
+            else:
+                raise TypeError(f"unknown layer spec {layer!r}")
+        return h
 
-        outs = [run(x, b, f"b{i}", [0]) for i, b in enumerate(self.spec.branches)]
+    def merge(self, x: jnp.ndarray, outs: list[jnp.ndarray]) -> jnp.ndarray:
+        """The block's output from its input and its branches' outputs."""
         y = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
         res = self.spec.residual
         if res is None:
             return y
         y = Conv2D(
             x.shape[-1], (1, 1), use_bias=True, dtype=self.opts.dtype,
-            conv_impl=self.opts.conv_impl, name="proj",
+            conv_impl=self.opts.conv_impl, platform=self.opts.platform, name="proj",
         )(y)
         branch = jnp.asarray(res.scale, y.dtype) * y
         if self.is_mutable_collection("monitor"):  # only when the health monitor asks
-            rms = lambda t: jnp.sqrt(jnp.mean(jnp.square(t.astype(jnp.float32))))  # noqa: E731
+            rms = lambda t: jnp.sqrt(jnp.mean(jnp.square(t.astype(jnp.float32))))
             self.sow("monitor", "branch_rms", rms(branch))
             self.sow("monitor", "trunk_rms", rms(x))
         x = x + branch
         return nn.relu(x) if res.activate else x
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return self.merge(x, [self.branch(x, b) for b in self.spec.branches])
 
 
 def apply_block(
@@ -199,9 +227,8 @@ def apply_block(
     A stage runs under `nn.scan`, so its parameters are stacked on a leading axis and 20
     blocks compile like one. Must be called inside a compact method of the parent module.
     """
-    block_cls = nn.remat(InceptionBlock, prevent_cse=repeat is None) if opts.remat else (
-        InceptionBlock
-    )
+    module = spec.module or InceptionBlock
+    block_cls = nn.remat(module, prevent_cse=repeat is None) if opts.remat else module
     if repeat is None:
         return block_cls(spec, opts, name=name)(x)
     if repeat == 0:
@@ -215,7 +242,7 @@ def apply_block(
         variable_axes={"params": 0, "batch_stats": 0, "monitor": 0},
         split_rngs={"params": True},
         length=repeat,
-        unroll=stage_unroll(opts.scan_unroll, repeat),
+        unroll=stage_unroll(opts.scan_unroll, repeat, opts.platform),
     )
     x, _ = scanned(block_cls(spec, opts, name=name), x, None)
     return x

@@ -12,16 +12,17 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from inception_jax.models.modules import CONV_IMPLS, AuxHead, Options, apply_block
+from inception_jax.errors import UserError
+from inception_jax.models.modules import CONV_IMPLS, PLATFORMS, AuxHead, Options, apply_block
 from inception_jax.models.specs import Unit, min_input_size
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def require(condition: bool, message: str) -> None:
-    """Raises ValueError(message) unless condition holds."""
+    """Raises `UserError(message)` unless condition holds (a bad knob or input size)."""
     if not condition:
-        raise ValueError(message)
+        raise UserError(message)
 
 
 class InceptionNet(nn.Module):
@@ -43,6 +44,10 @@ class InceptionNet(nn.Module):
     pool_count_include_pad: bool = False
     scan_unroll: int = 0  # blocks per loop iteration of a stage; 0 = auto (CPU: all)
     conv_impl: str = "auto"  # "xla", "rewrite" (1x1 as matmul, n x 1 as 1 x n), "auto"
+    bn_group_size: int = 0  # examples per BatchNorm statistics group; 0 = the whole batch
+    # The compilation target that "auto" choices follow; None = JAX's default backend. Not a
+    # config knob: the trainer sets it from the mesh's devices.
+    platform: str | None = None
 
     # Name of the unit after which the auxiliary head is attached (set by subclasses).
     aux_after: ClassVar[str | None] = None
@@ -72,6 +77,15 @@ class InceptionNet(nn.Module):
             self.conv_impl in CONV_IMPLS,
             f"{name}: conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}",
         )
+        require(
+            isinstance(self.bn_group_size, int) and self.bn_group_size >= 0,
+            f"{name}: bn_group_size must be an int >= 0 (0 = whole batch), "
+            f"got {self.bn_group_size!r}",
+        )
+        require(
+            self.platform is None or self.platform in PLATFORMS,
+            f"{name}: platform must be one of {PLATFORMS} or None, got {self.platform!r}",
+        )
         self.validate()
         super().__post_init__()
 
@@ -88,7 +102,7 @@ class InceptionNet(nn.Module):
         return min_input_size(self.units())
 
     def check_image_size(self, size: int, setting: str) -> None:
-        """ValueError naming `setting` (the flag that sets it) if `size` is below the minimum."""
+        """UserError naming `setting` (the flag that sets it) if `size` is below the minimum."""
         m = self.min_input_size
         require(
             size >= m,
@@ -97,9 +111,11 @@ class InceptionNet(nn.Module):
         )
 
     def check_input(self, x: jnp.ndarray) -> None:
-        """Raises ValueError for inputs that are not NHWC or smaller than the minimum."""
+        """UserError for images smaller than the minimum; ValueError (a caller's bug) for
+        inputs that are not NHWC."""
         name = type(self).__name__
-        require(x.ndim == 4, f"{name} takes NHWC images (4 dims), got shape {tuple(x.shape)}")
+        if x.ndim != 4:
+            raise ValueError(f"{name} takes NHWC images (4 dims), got shape {tuple(x.shape)}")
         m = self.min_input_size
         h, w = x.shape[1:3]
         require(
@@ -122,6 +138,8 @@ class InceptionNet(nn.Module):
             remat=self.remat,
             scan_unroll=self.scan_unroll,
             conv_impl=self.conv_impl,
+            bn_group_size=self.bn_group_size,
+            platform=self.platform,
         )
         x = x.astype(opts.dtype)
         aux = None

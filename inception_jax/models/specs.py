@@ -4,13 +4,20 @@ Every block of the four networks is a tuple of parallel branches, each branch a 
 layers (`Conv`, `Pool`, or a nested `Split` whose outputs are concatenated). The networks
 are lists of `Unit`s built from these specs, so one module (`InceptionBlock`) runs them all
 and the spatial arithmetic (minimum input size) is computed from the same data.
+
+A `BlockSpec` names its convs once, when it is built (`b{branch}_{k}`, k counting the convs of
+the branch in order, nested splits included): the modules create their parameters under these
+names and the weight importers (`inception_jax.interop`) map them to timm, Keras and TF-Slim
+names. A block whose structure the branches cannot express keeps its spec (and so its names)
+and sets `BlockSpec.module` to its own module (see `InceptionBlock`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-from typing import Union
+from collections.abc import Iterator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +28,7 @@ class Conv:
     kernel: tuple[int, int] = (1, 1)
     stride: int = 1
     padding: str = "SAME"
+    name: str = ""  # the parameter scope in its block; `BlockSpec` sets it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +48,7 @@ class Split:
     branches: tuple[tuple[Layer, ...], ...]
 
 
-Layer = Union[Conv, Pool, Split]  # noqa: UP007 (a runtime alias; `|` needs 3.10 objects)
+Layer = Conv | Pool | Split
 Branches = tuple[tuple[Layer, ...], ...]
 
 
@@ -54,10 +62,47 @@ class Residual:
 
 @dataclasses.dataclass(frozen=True)
 class BlockSpec:
-    """One Inception block: branches concatenated, optionally wrapped as a scaled residual."""
+    """One Inception block: branches concatenated, optionally wrapped as a scaled residual.
+
+    Building one names its convs (`Conv.name`); `convs` lists them in creation order.
+    `module`: the Flax module class that runs the block, None for `InceptionBlock`; a one-off
+    structure subclasses `InceptionBlock` in its model file and overrides a step of it.
+    """
 
     branches: Branches
     residual: Residual | None = None
+    module: type | None = None
+    convs: tuple[Conv, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        named = tuple(
+            _name_convs(layers, f"b{i}", itertools.count())
+            for i, layers in enumerate(self.branches)
+        )
+        object.__setattr__(self, "branches", named)
+        object.__setattr__(self, "convs", tuple(_convs(named)))
+
+
+def _name_convs(layers: tuple[Layer, ...], prefix: str, counter: Iterator[int]) -> tuple:
+    """`layers` with every conv named `{prefix}_{k}`, k from `counter` (splits included)."""
+    named = []
+    for layer in layers:
+        if isinstance(layer, Conv):
+            layer = dataclasses.replace(layer, name=f"{prefix}_{next(counter)}")
+        elif isinstance(layer, Split):
+            layer = Split(tuple(_name_convs(b, prefix, counter) for b in layer.branches))
+        named.append(layer)
+    return tuple(named)
+
+
+def _convs(branches: Branches) -> Iterator[Conv]:
+    """The convs of `branches` in the order a block creates them."""
+    for layers in branches:
+        for layer in layers:
+            if isinstance(layer, Conv):
+                yield layer
+            elif isinstance(layer, Split):
+                yield from _convs(layer.branches)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +136,12 @@ def split(*branches: tuple[Layer, ...]) -> Split:
 
 
 def block(
-    *branches: tuple[Layer, ...] | list[Layer], residual: Residual | None = None
+    *branches: tuple[Layer, ...] | list[Layer],
+    residual: Residual | None = None,
+    module: type | None = None,
 ) -> BlockSpec:
     """Shorthand for a `BlockSpec` from branch lists."""
-    return BlockSpec(tuple(tuple(b) for b in branches), residual)
+    return BlockSpec(tuple(tuple(b) for b in branches), residual, module)
 
 
 def sequential(*layers: Layer) -> BlockSpec:

@@ -1,0 +1,93 @@
+"""What every command shares (cli.py): user errors in one line, bugs with their traceback,
+TensorFlow kept off the GPUs."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from inception_jax import cli
+from inception_jax.errors import UserError
+from tests.helpers import ROOT, run_env
+
+
+def python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=run_env(),
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_a_user_error_is_one_line_and_status_2(capsys):
+    @cli.friendly
+    def main(argv):
+        raise UserError("set --image_size to at least 75")
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["command"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: set --image_size to at least 75\n"
+
+
+@pytest.mark.parametrize("error", [ValueError("operands could not be broadcast"),
+                                   RuntimeError("shape bug"), FileNotFoundError("x.npy")])
+def test_any_other_error_propagates_unchanged(error):
+    @cli.friendly
+    def main(argv):
+        raise error
+
+    with pytest.raises(type(error)) as raised:
+        main(["command"])
+    assert raised.value is error
+
+
+def test_a_bug_inside_a_command_keeps_its_traceback():
+    # The summary command, with a library function that fails as a bug would.
+    proc = python("""
+        import runpy, sys
+        import inception_jax.models as models
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("a shape bug deep in the library")
+
+        models.create = broken
+        sys.argv = ["summary", "--model=inception_v4", "--image_size=75"]
+        runpy.run_module("inception_jax.summary", run_name="__main__")
+    """)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    # Every frame down to the failing function: the command's main, then the library.
+    assert 'inception_jax/summary.py", line' in proc.stderr and ", in main\n" in proc.stderr
+    assert 'File "<string>", line 6, in broken' in proc.stderr
+    assert proc.stderr.strip().endswith("RuntimeError: a shape bug deep in the library")
+    assert "error: " not in proc.stderr
+
+
+def test_setup_hides_gpus_from_tensorflow_without_importing_it():
+    proc = python("""
+        import sys
+        from inception_jax import cli
+
+        calls = []
+        hide = cli.hide_gpus_from_tensorflow
+        cli.hide_gpus_from_tensorflow = lambda tf: (calls.append(tf.__name__), hide(tf))
+        cli.setup()
+        cli.setup()  # idempotent: one hook
+        assert "tensorflow" not in sys.modules, "setup imported TensorFlow"
+        assert calls == []
+        import tensorflow as tf
+
+        assert calls == ["tensorflow"], calls
+        assert tf.config.get_visible_devices("GPU") == []
+        tf.constant(1.0) + 1  # TensorFlow still runs (on the CPU)
+        cli.setup()  # TensorFlow already imported: hidden at once, and no error
+        assert calls == ["tensorflow", "tensorflow"], calls
+        print("ok")
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok"
+
+
+def test_positional_arguments_or_a_usage_error():
+    assert cli.positional(["cmd", "a", "b"], "usage") == ["a", "b"]
+    with pytest.raises(UserError, match="Name at least one input: cmd FILE"):
+        cli.positional(["cmd"], "cmd FILE")
