@@ -6,6 +6,7 @@ import dataclasses
 
 import ml_collections
 
+from inception_jax.errors import UserError
 from inception_jax.models import model_class
 
 
@@ -163,5 +164,5 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
     if arg in (None, ""):
         return c
     if arg not in VARIANTS:
-        raise ValueError(f"unknown config variant {arg!r}; use one of {', '.join(VARIANTS)}")
+        raise UserError(f"unknown config variant {arg!r}; use one of {', '.join(VARIANTS)}")
     return VARIANTS[arg](c)

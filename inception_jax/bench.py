@@ -1,16 +1,24 @@
-"""Benchmark our train step and eval forward against timm's same network, in one process.
+"""Benchmark our train step and eval forward against timm's and Keras' same network.
 
-    python -m inception_jax.bench --model=inception_resnet_v2 --batch=8 --image_size=299 \\
-        [--dtype=bfloat16] [--timm=eager,compile] [--pipeline] [--out=bench/irv2.json]
+    python -m inception_jax.bench --config=configs/inception_resnet_v2.py --batch=8 \\
+        [--config.model.dtype=bfloat16] [--config.data.image_size=299] \\
+        [--timm=eager,compile] [--nokeras] [--pipeline] [--out=bench/irv2.json]
 
-For our network it times the trainer's own jitted, sharded step (`trainer.create_setup` on
-synthetic device-resident data) and the eval forward: images/s (median over the timed steps
-after warm-up, each synchronised), compile time, FLOPs per step from XLA's cost analysis,
-peak device memory, and MFU against the device's peak (a table for GPUs and TPUs; on CPU a
-peak measured here by a large matmul). timm's model runs the same batch (forward, cross-
-entropy, backward, RMSProp step) eagerly and optionally under `torch.compile`, channels-last,
-with bf16 autocast on CUDA; the table gives ours / timm's best. `--pipeline` also measures the
-input pipeline (JPEG decode + Inception augmentation) per host and per core.
+The network, input size and model knobs come from `--config` (a config file, as for
+`train.py`; override with `--config.model.*`); `--batch` is the global batch every
+contender runs. For our network it times the trainer's own jitted, sharded step
+(`trainer.create_setup` on synthetic device-resident data) and the eval forward: images/s
+(median over the timed steps after warm-up, each synchronised), compile time, FLOPs per step
+from XLA's cost analysis, peak device memory, and MFU against the device's peak (a table for
+GPUs and TPUs; on CPU a peak measured here by a large matmul).
+
+Peers, for Inception-v3/v4/IR-v2 at width 1: timm's model runs the same batch (forward,
+cross-entropy, backward, RMSProp step) eagerly and optionally under `torch.compile`,
+channels-last, with bf16 autocast on CUDA. Keras 3's `keras.applications` model
+(v3, IR-v2) runs on the JAX backend, so on the same XLA we use: `train_on_batch` with RMSprop
+and `predict_on_batch`, compiled with `jit_compile=True`, on one device. The table gives ours /
+timm's best and ours / Keras. `--pipeline` also measures the input pipeline (JPEG decode +
+Inception augmentation) per host and per core.
 A console table and a JSON file come out; speeds are never asserted by tests.
 """
 
@@ -36,10 +44,13 @@ from typing import Any  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 from inception_jax import cli  # noqa: E402
+from inception_jax.errors import UserError  # noqa: E402
 
 # Dense peak FLOP/s per chip (vendor datasheets): (bf16, fp32 as JAX computes it). JAX's
 # default precision runs fp32 convolutions and matmuls on TF32 tensor cores on Ampere and
@@ -58,6 +69,7 @@ PEAKS = {
     "TPU v5": (459e12, 459e12),
 }
 TIMM_NAMES = ("inception_v3", "inception_v4", "inception_resnet_v2")
+KERAS_APPS = {"inception_v3": "InceptionV3", "inception_resnet_v2": "InceptionResNetV2"}
 
 
 def device_peak(dtype: str) -> tuple[float, str]:
@@ -130,28 +142,26 @@ def _result(mode: str, batch: int, times: list[float], compile_s: float, flops: 
     }
 
 
-def bench_ours(model: str, batch: int, size: int, dtype: str, width: float, conv_impl: str,
-               remat: bool, warmup: int, steps: int, peak: float,
-               scan_unroll: int = 0) -> list[dict[str, Any]]:
-    """Train step and eval forward of our network, as the trainer builds them."""
-    import importlib
+def bench_config(config: ml_collections.ConfigDict, batch: int) -> ml_collections.ConfigDict:
+    """A copy of `config` whose train and eval batches are `batch` (unlocked)."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.train.global_batch_size = config.train.eval_batch_size = batch
+    return config
 
+
+def bench_ours(config: ml_collections.ConfigDict, warmup: int, steps: int,
+               peak: float) -> list[dict[str, Any]]:
+    """Train step and eval forward of the configured network, as the trainer builds them."""
     from inception_jax.data.pipeline import DatasetInfo
-    from inception_jax.models import model_class
     from inception_jax.trainer import create_setup
 
-    model_class(model)  # an unknown name: ValueError listing the known ones
-
-    config = importlib.import_module(f"configs.{model}").get_config()
-    config.model.update({"num_classes": 1000, "width": width, "dtype": dtype,
-                         "conv_impl": conv_impl, "remat": remat, "scan_unroll": scan_unroll})
-    config.data.image_size = size
-    config.train.global_batch_size = config.train.eval_batch_size = batch
-    info = DatasetInfo(1_281_167, 50_000, 1000, size)
+    batch, size = config.train.global_batch_size, config.data.image_size
+    num_classes = config.model.num_classes
+    info = DatasetInfo(1_281_167, 50_000, num_classes, size)
     setup = create_setup(config, info=info)
     rng = np.random.default_rng(0)
     host = {"image": rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
-            "label": rng.integers(0, 1000, batch).astype(np.int32),
+            "label": rng.integers(0, num_classes, batch).astype(np.int32),
             "mask": np.ones(batch, np.float32)}
     data = {k: jax.device_put(v, setup.batch_sharding) for k, v in host.items()}
     train_batch = {k: data[k] for k in ("image", "label")}
@@ -180,26 +190,26 @@ def bench_ours(model: str, batch: int, size: int, dtype: str, width: float, conv
     return results
 
 
-def bench_timm(model: str, batch: int, size: int, dtype: str, modes: list[str], warmup: int,
-               steps: int) -> list[dict[str, Any]]:
+def bench_timm(model: str, batch: int, size: int, num_classes: int, dtype: str,
+               modes: list[str], warmup: int, steps: int) -> list[dict[str, Any]]:
     """timm's model: train step (fwd, CE, bwd, RMSProp) and eval forward per mode."""
     if torch is None or model not in TIMM_NAMES or jax.default_backend() == "tpu":
         return []  # on a TPU host timm would run on the CPU: no comparison
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(cores or 1)
-    return [r for mode in modes for r in _bench_timm_mode(model, batch, size, dtype, mode,
-                                                          warmup, steps)]
+    return [r for mode in modes for r in _bench_timm_mode(model, batch, size, num_classes,
+                                                          dtype, mode, warmup, steps)]
 
 
-def _bench_timm_mode(model: str, batch: int, size: int, dtype: str, mode: str, warmup: int,
-                     steps: int) -> list[dict[str, Any]]:
+def _bench_timm_mode(model: str, batch: int, size: int, num_classes: int, dtype: str,
+                     mode: str, warmup: int, steps: int) -> list[dict[str, Any]]:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    net = timm.create_model(model, pretrained=False, num_classes=1000).to(device)
+    net = timm.create_model(model, pretrained=False, num_classes=num_classes).to(device)
     net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.RMSprop(net.parameters(), lr=0.045, alpha=0.9, eps=1.0, momentum=0.9)
     x = torch.randn(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
     autocast = torch.autocast("cuda", torch.bfloat16, enabled=cuda and dtype == "bfloat16")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
@@ -240,6 +250,57 @@ def _bench_timm_mode(model: str, batch: int, size: int, dtype: str, mode: str, w
     return results
 
 
+def keras_backend() -> str | None:
+    """The backend Keras runs on in this process (None: Keras is not installed).
+
+    Keras reads KERAS_BACKEND once, when first imported: the command sets "jax" before that;
+    a process that imported Keras with another backend gets no Keras comparison.
+    """
+    try:
+        import keras
+    except ImportError:
+        return None
+    return keras.backend.backend()
+
+
+def bench_keras(model: str, batch: int, size: int, num_classes: int, dtype: str, warmup: int,
+                steps: int) -> list[dict[str, Any]]:
+    """Keras' application model on the JAX backend: `train_on_batch` (RMSprop, the paper's
+    settings) and `predict_on_batch`, each compiled by XLA (`jit_compile=True`)."""
+    if model not in KERAS_APPS or keras_backend() != "jax":
+        return []
+    import keras
+
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
+    net = getattr(keras.applications, KERAS_APPS[model])(
+        weights=None, classifier_activation=None, input_shape=(size, size, 3),
+        classes=num_classes,
+    )
+    net.compile(
+        optimizer=keras.optimizers.RMSprop(0.045, rho=0.9, momentum=0.9, epsilon=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    y = rng.integers(0, num_classes, batch).astype(np.int32)
+    results = []
+    # Both return host values (a float, a numpy array): every call is synchronised.
+    for kind, once in (("train", lambda: net.train_on_batch(x, y)),
+                       ("eval", lambda: net.predict_on_batch(x))):
+        start = time.perf_counter()
+        once()  # traces and compiles
+        first_s = time.perf_counter() - start
+        times = _time(once, warmup, steps)
+        median = statistics.median(times)
+        results.append({"mode": kind, "images_per_s": batch / median,
+                        "step_time_median_s": median, "step_times_s": times,
+                        "first_call_s": first_s, "compile_s": max(0.0, first_s - median)})
+    keras.config.set_dtype_policy(previous_policy)
+    return results
+
+
 def bench_pipeline(size: int, num_images: int = 256) -> dict[str, Any]:
     """JPEG decode + Inception training augmentation throughput of one host (tf.data)."""
     import tensorflow as tf
@@ -267,36 +328,61 @@ def bench_pipeline(size: int, num_images: int = 256) -> dict[str, Any]:
             "source": "500x375 JPEGs, decode + distorted crop + flip + colour distortion"}
 
 
-def run(model: str, batch: int, size: int, dtype: str = "float32", width: float = 1.0,
-        conv_impl: str = "auto", remat: bool = False, warmup: int = 2, steps: int = 5,
-        timm_modes: tuple[str, ...] = ("eager",), pipeline: bool = False,
-        scan_unroll: int = 0) -> dict[str, Any]:
-    """Every measurement of one setting, as the JSON the CLI writes."""
-    peak, peak_source = device_peak(dtype)
-    device = jax.devices()[0]
-    ours = bench_ours(model, batch, size, dtype, width, conv_impl, remat, warmup, steps, peak,
-                      scan_unroll)
-    theirs = bench_timm(model, batch, size, dtype, list(timm_modes), warmup, steps)
+def _compare(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], peer: str) -> None:
+    """Adds `<peer>_images_per_s` and `ratio_vs_<peer>` (ours / their best) to our results."""
     for r in ours:
         best = max((t for t in theirs if t["mode"] == r["mode"]),
                    key=lambda t: t["images_per_s"], default=None)
-        if best is not None and width == 1.0:  # timm has no width knob
-            r["timm_best_mode"] = best["timm_mode"]
-            r["timm_images_per_s"] = best["images_per_s"]
-            r["ratio_vs_timm"] = r["images_per_s"] / best["images_per_s"]
+        if best is not None:
+            if "timm_mode" in best:
+                r["timm_best_mode"] = best["timm_mode"]
+            r[f"{peer}_images_per_s"] = best["images_per_s"]
+            r[f"ratio_vs_{peer}"] = r["images_per_s"] / best["images_per_s"]
+            if "compile_s" in best:
+                r[f"{peer}_compile_s"] = best["compile_s"]
+
+
+def run(config: ml_collections.ConfigDict, batch: int, warmup: int = 2, steps: int = 5,
+        timm_modes: tuple[str, ...] = ("eager",), keras: bool = True,
+        pipeline: bool = False) -> dict[str, Any]:
+    """Every measurement of one setting, as the JSON the CLI writes."""
+    config = bench_config(config, batch)
+    m, size = config.model, config.data.image_size
+    peak, peak_source = device_peak(m.dtype)
+    device = jax.devices()[0]
+    ours = bench_ours(config, warmup, steps, peak)
+    peers = {"timm": [], "keras": []}
+    if m.width == 1.0:  # the peers have no width knob
+        peers["timm"] = bench_timm(m.name, batch, size, m.num_classes, m.dtype,
+                                   list(timm_modes), warmup, steps)
+        if keras:
+            peers["keras"] = bench_keras(m.name, batch, size, m.num_classes, m.dtype, warmup,
+                                         steps)
+    for peer, theirs in peers.items():
+        _compare(ours, theirs, peer)
     return {
-        "model": model, "batch": batch, "image_size": size, "dtype": dtype, "width": width,
-        "conv_impl": conv_impl, "scan_unroll": scan_unroll, "remat": remat,
+        "model": m.name, "batch": batch, "image_size": size, "dtype": m.dtype,
+        "width": m.width, "conv_impl": m.conv_impl, "scan_unroll": m.scan_unroll,
+        "remat": m.remat, "aux_head": m.get("aux_head"),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "backend": jax.default_backend(),
         "device_kind": device.device_kind, "device_count": jax.device_count(),
         "peak_flops_per_s": peak, "peak_source": peak_source,
-        "ours": ours, "timm": theirs,
+        "ours": ours, **peers, "keras_backend": keras_backend() if keras else None,
         "pipeline": bench_pipeline(size) if pipeline else None,
         "versions": {"jax": jax.__version__, "torch": getattr(torch, "__version__", None),
-                     "timm": getattr(timm, "__version__", None)},
+                     "timm": getattr(timm, "__version__", None), "keras": _keras_version()},
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+def _keras_version() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version("keras")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def table(result: dict[str, Any]) -> str:
@@ -306,18 +392,28 @@ def table(result: dict[str, Any]) -> str:
             f"(peak {result['peak_flops_per_s'] / 1e12:.2f} TFLOP/s in all, "
             f"{result['peak_source']})")
     lines = [head, f"{'':8}{'img/s':>10}{'step s':>9}{'compile s':>11}{'GFLOP/step':>12}"
-             f"{'MFU':>8}{'peak MiB':>10}{'timm img/s':>12}{'ours/timm':>11}"]
+             f"{'MFU':>8}{'peak MiB':>10}{'timm img/s':>12}{'ours/timm':>11}"
+             f"{'keras img/s':>13}{'ours/keras':>12}"]
+
+    def peer(r: dict[str, Any], name: str) -> str:
+        ips = r.get(f"{name}_images_per_s")
+        width = 12 if name == "timm" else 13
+        if not ips:
+            return f"{'n/a':>{width}}{'':>{width - 1}}"
+        return f"{ips:{width}.2f}{r[f'ratio_vs_{name}']:{width - 1}.2f}"
+
     for r in result["ours"]:
-        timm_ips = r.get("timm_images_per_s")
         lines.append(
             f"{r['mode']:8}{r['images_per_s']:10.2f}{r['step_time_median_s']:9.3f}"
             f"{r['compile_s']:11.1f}{r['flops_per_step'] / 1e9:12.1f}{100 * r['mfu']:7.1f}%"
-            f"{r['peak_memory_bytes'] / 2**20:10.0f}"
-            + (f"{timm_ips:12.2f}{r['ratio_vs_timm']:11.2f}" if timm_ips else f"{'n/a':>12}")
+            f"{r['peak_memory_bytes'] / 2**20:10.0f}" + peer(r, "timm") + peer(r, "keras")
         )
     for t in result["timm"]:
         lines.append(f"  timm {t['timm_mode']:8} {t['mode']:5} {t['images_per_s']:8.2f} img/s "
                      f"(first call {t['first_call_s']:.1f} s)")
+    for k in result["keras"]:
+        lines.append(f"  keras (jax) {k['mode']:5} {k['images_per_s']:8.2f} img/s "
+                     f"(first call {k['first_call_s']:.1f} s, compile ~{k['compile_s']:.1f} s)")
     if result.get("pipeline"):
         p = result["pipeline"]
         lines.append(f"  input pipeline: {p['images_per_s']:.0f} img/s on {p['cores']} cores "
@@ -333,14 +429,15 @@ def main(argv: list[str]) -> None:
     jax.config.update("jax_enable_compilation_cache", False)
     for mode in _TIMM.value:
         if mode not in ("eager", "compile"):
-            raise ValueError(f"--timm takes eager and/or compile, got {mode!r}.")
-    result = run(_MODEL.value, _BATCH.value, _SIZE.value, _DTYPE.value, _WIDTH.value,
-                 _CONV.value, _REMAT.value, _WARMUP.value, _STEPS.value, tuple(_TIMM.value),
-                 _PIPELINE.value, _UNROLL.value)
+            raise UserError(f"--timm takes eager and/or compile, got {mode!r}.")
+    config = _CONFIG.value
+    result = run(config, _BATCH.value, _WARMUP.value, _STEPS.value, tuple(_TIMM.value),
+                 _KERAS.value, _PIPELINE.value)
+    m = config.model
     out = _OUT.value or os.path.join(
         "bench_results",
-        f"{_MODEL.value}_b{_BATCH.value}_s{_SIZE.value}_{_DTYPE.value}_{_CONV.value}"
-        f"_u{_UNROLL.value}.json",
+        f"{m.name}_b{_BATCH.value}_s{config.data.image_size}_{m.dtype}_{m.conv_impl}"
+        f"_u{m.scan_unroll}.json",
     )
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
@@ -350,17 +447,16 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":  # flags exist only when run as a command
-    _MODEL = flags.DEFINE_string("model", "inception_resnet_v2", "Our model name.")
-    _BATCH = flags.DEFINE_integer("batch", 8, "Global batch size.")
-    _SIZE = flags.DEFINE_integer("image_size", 299, "Input size.")
-    _DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Compute dtype.")
-    _WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier (ours only; timm is full width).")
-    _CONV = flags.DEFINE_enum("conv_impl", "auto", ("auto", "xla", "rewrite"), "Our conv lowering.")
-    _UNROLL = flags.DEFINE_integer("scan_unroll", 0, "Blocks per stage loop iteration (0 = auto).")
-    _REMAT = flags.DEFINE_bool("remat", False, "Rematerialise each block in the backward pass.")
+    # The Keras peer runs on JAX: Keras reads its backend once, at its first import.
+    os.environ["KERAS_BACKEND"] = "jax"
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", None, "Config file of the network (as train.py's).", lock_config=True)
+    _BATCH = flags.DEFINE_integer("batch", 8, "Global batch size of every contender.")
     _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
     _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
     _TIMM = flags.DEFINE_list("timm", ["eager"], "timm modes: eager, compile; empty: no timm.")
+    _KERAS = flags.DEFINE_bool("keras", True, "Compare with Keras on the JAX backend.")
     _PIPELINE = flags.DEFINE_bool("pipeline", False, "Also time the input pipeline.")
     _OUT = flags.DEFINE_string("out", None, "JSON output (default bench_results/<setting>.json).")
+    flags.mark_flags_as_required(["config"])
     app.run(main)

@@ -2,28 +2,29 @@
 
     python -m inception_jax.bench_grid --preset=gpu           # 4 models x 2 batches x 2 dtypes
     python -m inception_jax.bench_grid --models=inception_v3,inception_resnet_v2 \\
-        --batches=32,128 --image-sizes=299 --dtypes=float32,bfloat16 --timm=eager,compile \\
+        --batches=32,128 --image_sizes=299 --dtypes=float32,bfloat16 --timm=eager,compile \\
         --out=bench_results/g
     python -m inception_jax.bench_grid --preset=smoke         # tiny, CPU, a few minutes
-    python -m inception_jax.bench_grid --preset=gpu --print-commands   # one command a line
+    python -m inception_jax.bench_grid --preset=gpu --print_commands   # one command a line
 
 Every combination of the axes (models x widths x batches x image sizes x dtypes x conv
 impls, the last varying fastest) runs in its own interpreter, so one setting's compilation
-cache, allocator state or crash cannot touch the next. Each writes `OUT/<setting>.json` (the
-harness's own JSON) and `OUT/<setting>.log` (its console); at the end `OUT/grid.json` holds
-every result and every failure, and `OUT/grid.txt` the combined table that is also printed.
-The exit status is 1 when some setting failed (the others are still reported).
+cache, allocator state or crash cannot touch the next. A model's settings come from its config
+file, `--config_dir/<model>.py` (default `configs/`, relative to where the command runs, as
+`train.py --config` is), with the grid's axes as `--config.*` overrides. Each writes
+`OUT/<setting>.json` (the harness's own JSON) and `OUT/<setting>.log` (its console); at the
+end `OUT/grid.json` holds every result and every failure, and `OUT/grid.txt` the combined table
+that is also printed. The exit status is 1 when some setting failed (the others are still
+reported).
 
 By default the runs get `JAX_ENABLE_COMPILATION_CACHE=false`, so that the compile times are
-real compilations rather than loads from the persistent cache (`--compile-cache` keeps it),
+real compilations rather than loads from the persistent cache (`--compile_cache` keeps it),
 and, when timm runs, `XLA_PYTHON_CLIENT_PREALLOCATE=false`, so that JAX does not take 75% of
 the GPU's memory before timm's model, in the same process, asks for its share.
-This file imports neither JAX nor torch; flags take `--image-sizes` and `--image_sizes` alike.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import itertools
 import json
@@ -34,7 +35,10 @@ import sys
 import time
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from absl import app, flags
+
+from inception_jax import cli
+from inception_jax.errors import UserError
 
 MODELS = ("inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2")
 
@@ -62,73 +66,44 @@ PRESETS: dict[str, dict[str, Any]] = {
 DEFAULTS: dict[str, Any] = {
     "models": ["inception_resnet_v2"], "widths": [1.0], "batches": [8], "image_sizes": [299],
     "dtypes": ["float32"], "conv_impls": ["auto"], "warmup": 2, "steps": 5, "timm": "eager",
-    "remat": False, "pipeline": False,
+    "remat": False, "pipeline": False, "keras": True,
 }
+# Axes given as comma-separated lists, and the type of their values.
+LIST_AXES = {"models": str, "widths": float, "batches": int, "image_sizes": int, "dtypes": str,
+             "conv_impls": str}
 
 
-def _csv(kind: type):
-    def parse(text: str) -> list:
-        values = [v.strip() for v in text.split(",") if v.strip()]
-        if not values:
-            raise argparse.ArgumentTypeError("needs at least one value")
-        return [kind(v) for v in values]
-
-    return parse
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m inception_jax.bench_grid",
-        description="Runs `python -m inception_jax.bench` over a grid of settings, each in a "
-        "fresh process, and writes one combined JSON and table.",
-    )
-    p.add_argument("--preset", choices=sorted(PRESETS), help="a named grid (flags override)")
-    p.add_argument("--models", type=_csv(str), help=f"comma-separated, of {', '.join(MODELS)}")
-    p.add_argument("--widths", type=_csv(float), help="width multipliers (ours only)")
-    p.add_argument("--batches", type=_csv(int), help="global batch sizes")
-    p.add_argument("--image-sizes", "--image_sizes", dest="image_sizes", type=_csv(int))
-    p.add_argument("--dtypes", type=_csv(str), help="float32 and/or bfloat16")
-    p.add_argument("--conv-impls", "--conv_impls", dest="conv_impls", type=_csv(str),
-                   help="auto, xla and/or rewrite")
-    p.add_argument("--warmup", type=int, help="untimed steps after compilation")
-    p.add_argument("--steps", type=int, help="timed steps")
-    p.add_argument("--timm", help="timm modes for every setting: eager,compile; '' for none")
-    p.add_argument("--no-timm", "--no_timm", dest="timm", action="store_const", const="",
-                   help="same as --timm=''")
-    p.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=None,
-                   help="time the input pipeline (once per image size)")
-    p.add_argument("--out", default=None,
-                   help="output directory (default bench_results/grid_<preset or 'custom'>)")
-    p.add_argument("--timeout", type=float, default=0, help="seconds per setting; 0: none")
-    p.add_argument("--resume", action="store_true",
-                   help="skip settings whose JSON already exists in the output directory")
-    p.add_argument("--compile-cache", "--compile_cache", dest="compile_cache",
-                   action="store_true", help="let the runs load compilations from JAX's cache")
-    p.add_argument("--print-commands", "--print_commands", dest="print_commands",
-                   action="store_true", help="print one command per setting and exit")
-    return p
-
-
-def resolve(args: argparse.Namespace) -> dict[str, Any]:
-    """The grid's settings: defaults, then the preset, then the flags given."""
-    settings = {**DEFAULTS, **PRESETS.get(args.preset or "", {})}
-    for key in DEFAULTS:
-        value = getattr(args, key)
-        if value is not None:
-            settings[key] = value
+def resolve(preset: str | None = None, **given: Any) -> dict[str, Any]:
+    """The grid's settings: defaults, then the preset, then the values `given` (None: not
+    given; list axes as lists of strings, as the flags parse them)."""
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"Unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}.")
+    settings = {**DEFAULTS, **PRESETS.get(preset or "", {})}
+    for key, value in given.items():
+        if key not in DEFAULTS:
+            raise TypeError(f"resolve() got an unknown setting {key!r}")
+        if value is None:
+            continue
+        if key in LIST_AXES:
+            try:
+                value = [LIST_AXES[key](v) for v in value]
+            except ValueError as e:
+                raise UserError(f"--{key}: {e}") from None
+            if not value:
+                raise UserError(f"--{key} needs at least one value.")
+        settings[key] = value
     for model in settings["models"]:
         if model not in MODELS:
-            raise ValueError(f"Unknown model {model!r}; known: {', '.join(MODELS)}.")
+            raise UserError(f"Unknown model {model!r}; known: {', '.join(MODELS)}.")
     for dtype in settings["dtypes"]:
         if dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"--dtypes takes float32 and/or bfloat16, got {dtype!r}.")
+            raise UserError(f"--dtypes takes float32 and/or bfloat16, got {dtype!r}.")
     for conv in settings["conv_impls"]:
         if conv not in ("auto", "xla", "rewrite"):
-            raise ValueError(f"--conv-impls takes auto, xla and/or rewrite, got {conv!r}.")
+            raise UserError(f"--conv_impls takes auto, xla and/or rewrite, got {conv!r}.")
     for mode in filter(None, settings["timm"].split(",")):
         if mode not in ("eager", "compile"):
-            raise ValueError(f"--timm takes eager and/or compile, got {mode!r}.")
+            raise UserError(f"--timm takes eager and/or compile, got {mode!r}.")
     return settings
 
 
@@ -137,7 +112,7 @@ def setting_name(model: str, width: float, batch: int, size: int, dtype: str,
     return f"{model}_w{width:g}_b{batch}_s{size}_{dtype}_{conv}"
 
 
-def expand(settings: dict[str, Any]) -> list[dict[str, Any]]:
+def expand(settings: dict[str, Any], config_dir: str = "configs") -> list[dict[str, Any]]:
     """One dict per point of the grid, with its name and its harness flags."""
     points, sizes_with_pipeline = [], set()
     for model, width, batch, size, dtype, conv in itertools.product(
@@ -149,11 +124,14 @@ def expand(settings: dict[str, Any]) -> list[dict[str, Any]]:
             sizes_with_pipeline.add(size)
         points.append({
             "name": setting_name(model, width, batch, size, dtype, conv),
-            "flags": [f"--model={model}", f"--width={width:g}", f"--batch={batch}",
-                      f"--image_size={size}", f"--dtype={dtype}", f"--conv_impl={conv}",
+            "flags": [f"--config={os.path.join(config_dir, model + '.py')}",
+                      f"--batch={batch}", f"--config.model.width={width:g}",
+                      f"--config.data.image_size={size}", f"--config.model.dtype={dtype}",
+                      f"--config.model.conv_impl={conv}",
+                      f"--config.model.remat={settings['remat']}",
                       f"--warmup={settings['warmup']}", f"--steps={settings['steps']}",
                       f"--timm={settings['timm']}",
-                      "--remat" if settings["remat"] else "--noremat",
+                      "--keras" if settings["keras"] else "--nokeras",
                       "--pipeline" if pipeline else "--nopipeline"],
         })
     return points
@@ -166,7 +144,6 @@ def command(point: dict[str, Any], out_dir: str) -> list[str]:
 
 def environment(settings: dict[str, Any], compile_cache: bool) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if not compile_cache:
         env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
@@ -184,7 +161,7 @@ def run_point(point: dict[str, Any], out_dir: str, env: dict[str, str],
     start = time.perf_counter()
     with open(log_path, "w") as log:
         try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   timeout=timeout or None)
             returncode = proc.returncode
         except subprocess.TimeoutExpired:
@@ -244,31 +221,28 @@ def table(runs: list[dict[str, Any]], failures: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        settings = resolve(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    out_dir = os.path.abspath(args.out or os.path.join(
-        "bench_results", f"grid_{args.preset or 'custom'}"))
-    points = expand(settings)
-    if args.print_commands:
+@cli.friendly
+def main(argv: list[str]) -> None:
+    del argv
+    settings = resolve(FLAGS.preset, **{key: FLAGS[key].value for key in DEFAULTS})
+    out_dir = os.path.abspath(FLAGS.out or os.path.join(
+        "bench_results", f"grid_{FLAGS.preset or 'custom'}"))
+    points = expand(settings, FLAGS.config_dir)
+    if FLAGS.print_commands:
         for point in points:
             print(shlex.join(command(point, out_dir)))
-        return 0
+        return
     os.makedirs(out_dir, exist_ok=True)
-    env = environment(settings, args.compile_cache)
+    env = environment(settings, FLAGS.compile_cache)
     runs, failures = [], []
     for i, point in enumerate(points, 1):
         json_path = os.path.join(out_dir, point["name"] + ".json")
-        if args.resume and os.path.isfile(json_path):
+        if FLAGS.resume and os.path.isfile(json_path):
             with open(json_path) as f:
                 result = {**json.load(f), "name": point["name"], "resumed": True}
             status = "kept"
         else:
-            result = run_point(point, out_dir, env, args.timeout)
+            result = run_point(point, out_dir, env, FLAGS.timeout)
             status = f"{result['wall_s']:.0f} s"
         if "ours" in result:
             runs.append(result)
@@ -290,8 +264,39 @@ def main(argv: list[str] | None = None) -> int:
         f.write(text + "\n")
     print(text)
     print(f"-> {os.path.join(out_dir, 'grid.json')}")
-    return 1 if failures else 0
+    if failures:
+        sys.exit(1)
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command's flags (defined only when run as a command)."""
+    flags.DEFINE_string("preset", None, f"A named grid ({', '.join(sorted(PRESETS))}); the "
+                        "flags below override its values.")
+    flags.DEFINE_list("models", None, f"Comma-separated, of {', '.join(MODELS)}.")
+    flags.DEFINE_list("widths", None, "Width multipliers (ours only).")
+    flags.DEFINE_list("batches", None, "Global batch sizes.")
+    flags.DEFINE_list("image_sizes", None, "Input sizes.")
+    flags.DEFINE_list("dtypes", None, "float32 and/or bfloat16.")
+    flags.DEFINE_list("conv_impls", None, "auto, xla and/or rewrite.")
+    flags.DEFINE_integer("warmup", None, "Untimed steps after compilation.")
+    flags.DEFINE_integer("steps", None, "Timed steps.")
+    flags.DEFINE_string("timm", None, "timm modes for every setting: eager,compile; '' for none.")
+    flags.DEFINE_bool("keras", None, "Compare with Keras on the JAX backend.")
+    flags.DEFINE_bool("remat", None, "Rematerialise each block in the backward pass.")
+    flags.DEFINE_bool("pipeline", None, "Time the input pipeline (once per image size).")
+    flags.DEFINE_string("config_dir", "configs", "Folder of the models' config files.")
+    flags.DEFINE_string("out", None,
+                        "Output directory (default bench_results/grid_<preset or 'custom'>).")
+    flags.DEFINE_float("timeout", 0, "Seconds per setting; 0: none.")
+    flags.DEFINE_bool("resume", False,
+                      "Skip settings whose JSON already exists in the output directory.")
+    flags.DEFINE_bool("compile_cache", False, "Let the runs load compilations from JAX's cache.")
+    flags.DEFINE_bool("print_commands", False, "Print one command per setting and exit.")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()
+    app.run(main)

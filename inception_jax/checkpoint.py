@@ -2,28 +2,151 @@
 
 Each checkpoint holds the state and a small JSON `meta` (model config, image size) so that a
 workdir written by another model is refused before anything is overwritten.
+
+Resuming takes the newest checkpoint that reads back whole. A damaged one (a truncated or
+missing file, a half-copied step directory) is named in a warning with what is wrong with it
+and moved aside to `STEP.damaged` beside the others, never deleted: orbax no longer lists it,
+so it cannot block the save of the same step nor count among the `keep` newest.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import os
+import sys
+import tempfile
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from inception_jax.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DAMAGED_SUFFIX = ".damaged"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """The workdir's checkpoint cannot be used for this run (says what to do)."""
 
 
-class Checkpointer:
-    """Saves every `save` call's step, keeps the newest `keep`, restores the newest."""
+def describe_error(error: BaseException, limit: int = 400) -> str:
+    """One line saying what went wrong in a failed read: the innermost cause's first line.
 
-    def __init__(self, directory: str, keep: int, meta: dict[str, Any]):
+    TensorStore's outer messages embed the whole store spec; its innermost error names the
+    file and what is wrong with it (e.g. "Requested byte range [0, 268724) is not valid for
+    value of size 134493": a truncated file).
+    """
+    inner, seen = error, {id(error)}
+    while (inner.__cause__ or inner.__context__) is not None:
+        inner = inner.__cause__ or inner.__context__
+        if id(inner) in seen:
+            break
+        seen.add(id(inner))
+    text = str(inner).split("See full TensorStore details")[0]
+    text = text.split(" [tensorstore_spec=")[0].strip().splitlines()
+    line = text[0] if text else type(inner).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _drop_failed_read_noise(previous: Any) -> Any:
+    """An unraisable-exception hook that drops the echoes of a failed checkpoint read.
+
+    When orbax gives up on a damaged checkpoint, the reads still in flight end later: orbax's
+    read coroutines are closed with the same error (and its whole TensorStore spec), and
+    TensorStore's callbacks find orbax's event loop closed ("Event loop is closed"). Python
+    prints each as a traceback, often at exit; `describe_error` has already said what is
+    wrong. These go to the debug log; everything else goes to `previous`.
+    """
+
+    def hook(unraisable: Any) -> None:
+        obj, error = unraisable.object, unraisable.exc_value
+        closed_loop = (obj is None and isinstance(error, RuntimeError)
+                       and str(error) == "Event loop is closed")
+        orbax_read = inspect.iscoroutine(obj) and "orbax" in obj.cr_code.co_filename
+        if closed_loop or orbax_read:
+            log.debug("After a failed checkpoint read: %s", describe_error(error))
+            return
+        previous(unraisable)
+
+    hook.drops_failed_read_noise = True
+    return hook
+
+
+def _quiet_after_failed_read() -> None:
+    """Installs `_drop_failed_read_noise` once, after a read has failed."""
+    if not getattr(sys.unraisablehook, "drops_failed_read_noise", False):
+        sys.unraisablehook = _drop_failed_read_noise(sys.unraisablehook)
+
+
+def ensure_writable(directory: str, what: str) -> None:
+    """Creates `directory` if needed and writes a probe file in it; UserError naming `what`
+    (the flag that sets it) if either fails, so that a run never trains for hours and then
+    cannot save."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write_test_", dir=directory)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(
+            f"Cannot write to {what} {directory} ({e.strerror or e}): choose a directory you "
+            "can write to."
+        ) from e
+
+
+def _all_processes(ok: bool) -> bool:
+    """True if `ok` on every process (one small all-gather on multi-process runs)."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(multihost_utils.process_allgather(int(ok)).min())
+
+
+class _Manager(ocp.CheckpointManager):
+    """orbax's manager, leaving the preemption sync point to `inception_jax.preemption` alone.
+
+    orbax reports its save steps to JAX's preemption service too (for its logs only), once from
+    a background thread after the loop has moved on; the service would then agree on a stop
+    step the loop has already passed, and no process would stop.
+    """
+
+    def reached_preemption(self, step: int) -> bool:
+        """Never: see the class docstring."""
+        return False
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"width": 1}} -> {"model.width": 1}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class Checkpointer:
+    """Saves every `save` call's step, keeps the newest `keep`, restores the newest good one.
+
+    The trainer calls `check_compatible()`, then `restore(target)` if `latest_step()` is not
+    None; `restore` falls back past damaged checkpoints (see the module docstring).
+    """
+
+    def __init__(self, directory: str, keep: int, meta: dict[str, Any],
+                 may_differ: tuple[str, ...] = ()):
+        """`meta` is the run's identity, saved beside each state; a checkpoint whose identity
+        differs is refused, except in the dotted keys of `may_differ` (logged)."""
         self.directory = os.path.abspath(directory)
+        ensure_writable(self.directory, "the checkpoint directory")
         self.meta = json.loads(json.dumps(meta))  # as it reads back (tuples become lists)
-        self.manager = ocp.CheckpointManager(
+        self.may_differ = frozenset(may_differ)
+        self.damaged: dict[int, str] = {}  # step -> what is wrong with it
+        self.manager = _Manager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
             item_names=("state", "meta"),
@@ -33,46 +156,108 @@ class Checkpointer:
         """The newest complete checkpoint's step, or None."""
         return self.manager.latest_step()
 
-    def check_compatible(self) -> None:
-        """Raises CheckpointError if the newest checkpoint belongs to a different run setup."""
-        step = self.latest_step()
-        if step is None:
-            return
-        try:
-            saved = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        except Exception as e:  # noqa: BLE001 - any read failure gets the same advice
+    def step_dir(self, step: int) -> str:
+        """The directory of checkpoint `step`."""
+        return os.path.join(self.directory, str(step))
+
+    def _newest_first(self) -> list[int]:
+        return sorted(self.manager.all_steps(), reverse=True)
+
+    def _note_damaged(self, step: int, error: BaseException) -> None:
+        _quiet_after_failed_read()
+        # Paths inside the checkpoint directory, which the messages name already.
+        self.damaged[step] = describe_error(error).replace(self.directory + os.sep, "")
+
+    def _refuse_other_run(self, step: int, theirs: dict[str, Any]) -> None:
+        ours, saved = _flatten(self.meta), _flatten(theirs)
+        diffs = sorted(k for k in set(ours) | set(saved) if ours.get(k) != saved.get(k))
+        def detail(keys: list[str]) -> str:
+            return "; ".join(f"{k}: saved {saved.get(k)!r}, now {ours.get(k)!r}" for k in keys)
+
+        refused = [k for k in diffs if k not in self.may_differ]
+        if refused:
             raise CheckpointError(
-                f"The checkpoint at step {step} in {self.directory} could not be read ({e}). "
-                "Move it away or choose another --workdir; nothing was overwritten."
-            ) from e
-        theirs = saved["meta"]
-        diffs = sorted(k for k in set(theirs) | set(self.meta) if theirs.get(k) != self.meta.get(k))
+                f"{self.directory} holds a checkpoint (step {step}) of a different run "
+                f"({detail(refused)}). Use another --workdir, or delete that directory to start "
+                "over; nothing was overwritten."
+            )
         if diffs:
-            detail = "; ".join(
-                f"{k}: saved {theirs.get(k)!r}, now {self.meta.get(k)!r}" for k in diffs
-            )
-            raise CheckpointError(
-                f"{self.directory} holds a checkpoint (step {step}) of a different run ({detail}). "
-                "Use another --workdir, or delete that directory to start over; "
-                "nothing was overwritten."
-            )
+            log.info("Resuming step %d with other execution settings (%s).", step, detail(diffs))
+
+    def check_compatible(self) -> None:
+        """Raises CheckpointError if the newest readable checkpoint is of a different run setup.
+
+        Checkpoints whose identity cannot be read are noted as damaged (`restore` skips them).
+        """
+        for step in self._newest_first():
+            try:
+                saved = self.manager.restore(
+                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                )
+            except Exception as e:  # noqa: BLE001 - any read failure means damaged
+                self._note_damaged(step, e)
+                continue
+            self._refuse_other_run(step, saved["meta"])
+            return
 
     def restore(self, abstract_state: Any) -> Any:
-        """The newest state, laid out as `abstract_state` (shape/dtype/sharding structs)."""
-        step = self.latest_step()
-        try:
-            restored = self.manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-            )
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(
-                f"The checkpoint at step {step} in {self.directory} could not be restored ({e}). "
-                "Move it away or choose another --workdir; nothing was overwritten."
-            ) from e
-        return restored["state"]
+        """The newest state that reads back whole, laid out as `abstract_state` (shape, dtype,
+        sharding structs).
+
+        Damaged checkpoints newer than it are warned about and moved aside (never deleted).
+        Raises CheckpointError, changing nothing, if no checkpoint can be read.
+        """
+        for step in self._newest_first():
+            restored = None
+            if step not in self.damaged:
+                try:
+                    restored = self.manager.restore(step, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        meta=ocp.args.JsonRestore(),
+                    ))
+                except Exception as e:  # noqa: BLE001 - any read failure means damaged
+                    self._note_damaged(step, e)
+            if not _all_processes(restored is not None):
+                self.damaged.setdefault(step, "unreadable on another process")
+                continue
+            self._refuse_other_run(step, restored["meta"])
+            self._set_aside(step)
+            return restored["state"]
+        found = "; ".join(f"step {s}: {self.damaged[s]}" for s in self._newest_first())
+        raise CheckpointError(
+            f"No checkpoint in {self.directory} can be read ({found}). Nothing was changed: "
+            "restore them from a copy, or move them away to start over, or choose another "
+            "--workdir."
+        )
+
+    def _set_aside(self, resumed: int) -> None:
+        """Renames every damaged checkpoint newer than `resumed` to STEP.damaged[-N]."""
+        newer = sorted(s for s in self.damaged if s > resumed)
+        if not newer:
+            return
+        if jax.process_index() == 0:
+            for step in newer:
+                source, target = self.step_dir(step), self.step_dir(step) + DAMAGED_SUFFIX
+                n = 1
+                while os.path.exists(target):
+                    n += 1
+                    target = f"{self.step_dir(step)}{DAMAGED_SUFFIX}-{n}"
+                os.rename(source, target)
+                log.warning(
+                    "Checkpoint %s is damaged (%s); moved it to %s and resuming from step %d.",
+                    source, self.damaged[step], target, resumed,
+                )
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("checkpoint: damaged steps set aside")
+        self.manager.reload()
 
     def save(self, step: int, state: Any) -> None:
-        """Writes `state` as checkpoint `step` (asynchronously; `close` waits)."""
+        """Writes `state` as checkpoint `step` (asynchronously; `close` waits).
+
+        A step already saved is left as it is (a preemption on a checkpoint step saves once).
+        """
+        if step in self.manager.all_steps():
+            return
         self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -112,9 +297,11 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, 
                 meta=ocp.args.JsonRestore(), state=ocp.args.StandardRestore()
             ))
         except Exception as e:  # noqa: BLE001
+            _quiet_after_failed_read()
             raise CheckpointError(
-                f"The checkpoint at step {step} in {directory} could not be read ({e}). "
-                "It may be incomplete or corrupted: pick another step or re-train."
+                f"The checkpoint at step {step} in {directory} could not be read "
+                f"({describe_error(e).replace(directory + os.sep, '')}). It may be incomplete "
+                "or damaged: pick another step or re-train."
             ) from e
     finally:
         manager.close()

@@ -27,8 +27,7 @@ from typing import Any
 from absl import app, flags
 
 from inception_jax import cli
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from inception_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +43,7 @@ def load_sweep(spec: str):
     """`get_sweep(arg)` of the sweep file `path[:arg]`."""
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No sweep file {path}; see configs/sweeps/.")
+        raise UserError(f"No sweep file {path}; see configs/sweeps/.")
     module_spec = importlib.util.spec_from_file_location("sweep_definition", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -73,10 +72,10 @@ def expand(sweep: dict[str, Any]) -> list[Run]:
     axes = dict(sweep.get("axes", {}))
     variants = list(sweep.get("variants", [{}]))
     if not axes and len(variants) < 2:
-        raise ValueError("The sweep has nothing to vary: give it `axes` or `variants`.")
+        raise UserError("The sweep has nothing to vary: give it `axes` or `variants`.")
     for key, values in axes.items():
         if not isinstance(values, (list, tuple)) or not values:
-            raise ValueError(f"Sweep axis {key!r} must be a non-empty list, got {values!r}.")
+            raise UserError(f"Sweep axis {key!r} must be a non-empty list, got {values!r}.")
     fixed = dict(sweep.get("fixed", {}))
     runs = []
     for variant in variants:
@@ -87,7 +86,7 @@ def expand(sweep: dict[str, Any]) -> list[Run]:
             settings = dict(zip(axes, combo, strict=True))
             config = settings.pop("config", None) or variant_config or sweep.get("config")
             if not config:
-                raise ValueError("The sweep names no config: set `config` or a `config` axis.")
+                raise UserError("The sweep names no config: set `config` or a `config` axis.")
             parts = [variant_name] if variant_name else []
             parts += [_short(k, v) for k, v in zip(axes, combo, strict=True)]
             runs.append(Run(",".join(parts), config, {**fixed, **variant, **settings}))
@@ -95,8 +94,8 @@ def expand(sweep: dict[str, Any]) -> list[Run]:
 
 
 def command(run: Run, workdir: str) -> list[str]:
-    """The train.py command line of `run`."""
-    args = [sys.executable, os.path.join(ROOT, "train.py"), f"--config={run.config}",
+    """The training command line of `run` (train.py's, as the installed module)."""
+    args = [sys.executable, "-m", "inception_jax.train_cli", f"--config={run.config}",
             f"--workdir={os.path.join(workdir, run.name)}"]
     args += [f"--config.{k}={format_value(v)}" for k, v in run.overrides.items()]
     return args
@@ -106,7 +105,7 @@ def command(run: Run, workdir: str) -> list[str]:
 def main(argv: list[str]) -> None:
     del argv
     if not _SWEEP.value or not _WORKDIR.value:
-        raise ValueError("Pass --sweep=configs/sweeps/FILE.py[:arg] and --workdir=DIR.")
+        raise UserError("Pass --sweep=configs/sweeps/FILE.py[:arg] and --workdir=DIR.")
     runs = expand(load_sweep(_SWEEP.value))
     if _PRINT.value:
         for run in runs:
@@ -117,7 +116,7 @@ def main(argv: list[str]) -> None:
     for i, run in enumerate(runs):
         print(f"[{i + 1}/{len(runs)}] {run.name}", flush=True)
         start = time.perf_counter()
-        code = subprocess.run(command(run, _WORKDIR.value), cwd=ROOT).returncode
+        code = subprocess.run(command(run, _WORKDIR.value)).returncode
         seconds = time.perf_counter() - start
         summary.append({"run": run.name, "exit_code": code, "seconds": round(seconds, 1)})
         print(f"[{i + 1}/{len(runs)}] {run.name}: exit {code} after {seconds:.0f} s", flush=True)

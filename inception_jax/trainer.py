@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import logging
 import math
-import signal
 import sys
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from inception_jax import sharding
 from inception_jax.checkpoint import Checkpointer
+from inception_jax.data.bad_images import skipped_list_path
 from inception_jax.data.device import (
     prefetch_to_device,
     synthetic_batches,
@@ -38,6 +38,7 @@ from inception_jax.metrics import create_writer
 from inception_jax.models import InceptionNet, create
 from inception_jax.monitor import DeadNetworkWatch, health_step
 from inception_jax.optim import create_optimizer, ema_init, learning_rate_schedule
+from inception_jax.preemption import Preemption
 from inception_jax.train_step import TrainState, eval_step, init_state, train_step
 from inception_jax.weights import read_weights
 
@@ -63,8 +64,13 @@ def total_steps(train_cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> i
     return max(1, int(math.ceil(train_cfg.num_epochs * steps_per_epoch)))
 
 
+# Model knobs that change how the step executes, not the state's shapes or the run's meaning:
+# a run may resume with other values (the log says which changed).
+EXECUTION_KNOBS = tuple(f"model.{k}" for k in ("remat", "dtype", "conv_impl", "scan_unroll"))
+
+
 def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed by this config."""
+    """What a checkpoint must match to be resumed by this config (but `EXECUTION_KNOBS`)."""
     return {
         "model": config.model.to_dict(),
         "image_size": config.data.image_size,
@@ -130,21 +136,6 @@ class StepProfiler:
             self.active = False
 
 
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks at step boundaries."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
-
-
 SYNTHETIC = "synthetic"
 
 
@@ -156,15 +147,20 @@ def data_info(data_cfg: ml_collections.ConfigDict) -> DatasetInfo:
     return dataset_info(data_cfg)
 
 
-def training_batches(config: ml_collections.ConfigDict, setup: Setup, start_step: int):
-    """The run's global training batches from `start_step` on, prefetched onto the devices."""
+def training_batches(config: ml_collections.ConfigDict, setup: Setup, start_step: int,
+                     workdir: str) -> tuple[Any, Any]:
+    """(the run's global training batches from `start_step` on, prefetched onto the devices;
+    a function giving the number of damaged images skipped so far)."""
     data_cfg, train_cfg = config.data, config.train
     if data_cfg.name == SYNTHETIC:
-        return synthetic_batches(train_cfg.global_batch_size, data_cfg.image_size,
-                                 setup.model.num_classes, config.seed, setup.batch_sharding)
+        batches = synthetic_batches(train_cfg.global_batch_size, data_cfg.image_size,
+                                    setup.model.num_classes, config.seed, setup.batch_sharding)
+        return batches, lambda: 0
     host = train_batches(data_cfg, train_cfg.global_batch_size, config.seed,
-                         start_step=start_step)
-    return prefetch_to_device(host, setup.batch_sharding, train_cfg.prefetch_batches)
+                         start_step=start_step,
+                         skipped_list=skipped_list_path(workdir, jax.process_index()))
+    batches = prefetch_to_device(host, setup.batch_sharding, train_cfg.prefetch_batches)
+    return batches, lambda: host.num_skipped
 
 
 def evaluate(setup: Setup, variables: Any, config: ml_collections.ConfigDict) -> dict[str, float]:
@@ -329,7 +325,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     setup = create_setup(config)
     num_steps, steps_per_epoch = setup.num_steps, setup.steps_per_epoch
     checkpointer = Checkpointer(
-        f"{workdir}/checkpoints", train_cfg.keep_checkpoints, run_identity(config)
+        f"{workdir}/checkpoints", train_cfg.keep_checkpoints, run_identity(config),
+        may_differ=EXECUTION_KNOBS,
     )
     checkpointer.check_compatible()  # before anything is written to the workdir
     if checkpointer.latest_step() is not None:
@@ -355,9 +352,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         log.info("%s: %s parameters (every array in %s/parameters.txt)", config.model.name,
                  f"{parameter_overview.count_parameters(state.params):,}", workdir)
 
-    preemption = _Preemption()
+    preemption = Preemption()
     watch = DeadNetworkWatch(config.monitor.dead_patience)
-    batches = training_batches(config, setup, start_step)
+    batches, num_skipped = training_batches(config, setup, start_step, workdir)
     progress = tqdm(
         total=num_steps,
         initial=start_step,
@@ -393,6 +390,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     train_cfg.global_batch_size * (step - last_log_step) / max(elapsed, 1e-9)
                 )
                 scalars["epoch"] = step / steps_per_epoch
+                if config.data.on_bad_image == "skip":
+                    scalars["skipped_images"] = float(num_skipped())
                 progress.set_postfix(loss=f"{scalars['loss']:.3f}", refresh=False)
                 died = False
                 if config.monitor.enabled:
@@ -421,7 +420,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if step == num_steps or step % train_cfg.checkpoint_every_steps == 0:
                 unchecked.check()
                 checkpointer.save(step, state)
-            if preemption.requested:
+            if preemption.should_stop(step):
                 unchecked.check()
                 log.warning("SIGTERM: saving step %d and stopping.", step)
                 checkpointer.save(step, state)
@@ -430,7 +429,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     finally:
         profile.close()
         progress.close()
-        preemption.restore()
+        preemption.close()
         checkpointer.close()
         writer.flush()
     return state

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from configs import inception_resnet_v1, inception_v3
 from inception_jax import bench
 from tests.helpers import ROOT, run_env
 
@@ -15,10 +16,13 @@ pytest.importorskip("timm")
 
 
 def test_harness_reports_every_field():
-    result = bench.run("inception_v3", batch=8, size=75, width=1.0, warmup=1, steps=2,
-                       timm_modes=("eager",), pipeline=True,
-                       scan_unroll=1)  # rolled stages compile faster; no speed is asserted
+    config = inception_v3.get_config()
+    config.data.image_size = 75
+    config.model.scan_unroll = 1  # rolled stages compile faster; no speed is asserted
+    result = bench.run(config, batch=8, warmup=1, steps=2, timm_modes=("eager",), keras=False,
+                       pipeline=True)
     assert result["backend"] == "cpu" and result["device_count"] == 8
+    assert result["model"] == "inception_v3" and result["batch"] == 8
     assert result["xla_flags"] == os.environ["XLA_FLAGS"]  # recorded with the figures
     assert result["peak_source"].startswith("measured") and result["peak_flops_per_s"] > 1e8
     assert [r["mode"] for r in result["ours"]] == ["train", "eval"]
@@ -28,29 +32,76 @@ def test_harness_reports_every_field():
         assert 0 < r["mfu"] and math.isfinite(r["mfu"])
         assert r["peak_memory_bytes"] > 0 and r["peak_memory_source"]
         assert r["timm_best_mode"] == "eager" and r["ratio_vs_timm"] > 0
+        assert "ratio_vs_keras" not in r
     train, evaluation = result["ours"]
     assert train["flops_per_step"] > 2 * evaluation["flops_per_step"]  # backward costs ~2x
     assert {(t["mode"], t["timm_mode"]) for t in result["timm"]} == {("train", "eager"),
                                                                       ("eval", "eager")}
+    assert result["keras"] == []
     assert result["pipeline"]["images_per_s_per_core"] > 0
     text = bench.table(result)
     assert "ours/timm" in text and "input pipeline" in text
 
 
+def test_keras_peer_runs_on_the_jax_backend():
+    """Keras' InceptionV3 train and predict steps, in a process whose Keras runs on JAX (this
+    one may have imported Keras with another backend)."""
+    pytest.importorskip("keras")
+    script = ("import json; from inception_jax import bench; "
+              "print(json.dumps([bench.keras_backend(), "
+              "bench.bench_keras('inception_v3', 2, 75, 10, 'float32', 0, 2)]))")
+    env = {**run_env(), "KERAS_BACKEND": "jax"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    backend, results = json.loads(proc.stdout.splitlines()[-1])
+    assert backend == "jax"
+    assert [r["mode"] for r in results] == ["train", "eval"]
+    for r in results:
+        assert r["images_per_s"] > 0 and len(r["step_times_s"]) == 2
+        assert r["first_call_s"] > r["compile_s"] > 0  # the first call compiles
+    assert bench.bench_keras("inception_v4", 2, 75, 10, "float32", 0, 1) == []  # no Keras v4
+
+
+def test_ratios_and_table_name_each_peer():
+    ours = [{"mode": "train", "images_per_s": 3.0}, {"mode": "eval", "images_per_s": 8.0}]
+    timm = [{"mode": "train", "timm_mode": "eager", "images_per_s": 1.0},
+            {"mode": "train", "timm_mode": "compile", "images_per_s": 2.0}]
+    keras = [{"mode": "train", "images_per_s": 1.5, "compile_s": 40.0},
+             {"mode": "eval", "images_per_s": 4.0, "compile_s": 9.0}]
+    bench._compare(ours, timm, "timm")
+    bench._compare(ours, keras, "keras")
+    train, evaluation = ours
+    assert train["timm_best_mode"] == "compile" and train["ratio_vs_timm"] == 1.5
+    assert train["ratio_vs_keras"] == 2.0 and train["keras_compile_s"] == 40.0
+    assert evaluation["ratio_vs_keras"] == 2.0 and "ratio_vs_timm" not in evaluation
+
+
 def test_cli_writes_json_and_table(tmp_path):
     out = tmp_path / "b.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "inception_jax.bench", "--model=inception_resnet_v1",
-         "--batch=2", "--image_size=75", "--width=0.125", "--warmup=0", "--steps=1",
-         f"--out={out}"],
+        [sys.executable, "-m", "inception_jax.bench", "--config=configs/inception_resnet_v1.py",
+         "--batch=2", "--config.data.image_size=75", "--config.model.width=0.125",
+         "--warmup=0", "--steps=1", f"--out={out}"],
         env=run_env(), capture_output=True, text=True, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["timm"] == [] and "ratio_vs_timm" not in result["ours"][0]  # timm has no IR-v1
+    # timm and Keras have no IR-v1 (and no width knob): no peers, no ratios.
+    assert result["timm"] == [] and result["keras"] == []
+    assert "ratio_vs_timm" not in result["ours"][0] and "ratio_vs_keras" not in result["ours"][0]
+    assert result["batch"] == 2 and result["width"] == 0.125
     assert "img/s" in proc.stdout and "n/a" in proc.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "inception_jax.bench", "--model=resnet50", "--timm="],
+        [sys.executable, "-m", "inception_jax.bench", "--config=configs/inception_v3.py",
+         "--timm=jit"],
         env=run_env(), capture_output=True, text=True, cwd=ROOT,
     )
-    assert bad.returncode == 2 and "Unknown model 'resnet50'" in bad.stderr
+    assert bad.returncode == 2 and "error: --timm takes eager and/or compile" in bad.stderr
+
+
+def test_bench_config_sets_the_batch_of_a_copy():
+    config = inception_resnet_v1.get_config()
+    copy = bench.bench_config(config, 8)
+    assert copy.train.global_batch_size == copy.train.eval_batch_size == 8
+    assert config.train.global_batch_size == 1024  # the caller's config is untouched

@@ -10,46 +10,57 @@ import pytest
 from inception_jax import bench_grid as grid
 from tests.helpers import ROOT, run_env
 
-TINY = ["--models=inception_resnet_v1", "--widths=0.125", "--batches=2", "--image-sizes=75",
-        "--warmup=0", "--steps=1", "--no-timm"]
+TINY = ["--models=inception_resnet_v1", "--widths=0.125", "--batches=2", "--image_sizes=75",
+        "--warmup=0", "--steps=1", "--timm="]
 
 
 def test_presets_expand_to_unique_settings():
     for name in grid.PRESETS:
-        settings = grid.resolve(grid.parser().parse_args([f"--preset={name}"]))
+        settings = grid.resolve(name)
         points = grid.expand(settings)
         assert points and len({p["name"] for p in points}) == len(points)
         sizes = settings["image_sizes"] if settings["pipeline"] else []
         assert sum("--pipeline" in p["flags"] for p in points) == len(sizes)  # once per size
-    gpu = grid.expand(grid.resolve(grid.parser().parse_args(["--preset=gpu"])))
+    gpu = grid.expand(grid.resolve("gpu"))
     assert len(gpu) == 4 * 2 * 2 and "--timm=eager,compile" in gpu[0]["flags"]
+    # A model's settings are its config file, with the grid's axes as overrides.
+    assert gpu[0]["flags"][:3] == ["--config=configs/inception_v3.py", "--batch=32",
+                                   "--config.model.width=1"]
+    assert "--config.model.dtype=float32" in gpu[0]["flags"]
 
 
-def test_flags_override_the_preset_and_are_checked(capsys):
-    args = grid.parser().parse_args(["--preset=gpu", "--models=inception_v3",
-                                     "--image_sizes=75,99", "--no-timm", "--remat"])
-    settings = grid.resolve(args)
+def test_flags_override_the_preset_and_are_checked():
+    settings = grid.resolve("gpu", models=["inception_v3"], image_sizes=["75", "99"], timm="",
+                            remat=True, batches=None)
     assert settings["models"] == ["inception_v3"] and settings["image_sizes"] == [75, 99]
     assert settings["batches"] == [32, 128] and settings["timm"] == "" and settings["remat"]
-    assert grid.main(["--preset=smoke", "--print-commands", "--out=/x"]) == 0
-    commands = capsys.readouterr().out.splitlines()
+    assert "--config.model.remat=True" in grid.expand(settings, "/c")[0]["flags"]
+    assert "--config=/c/inception_v3.py" in grid.expand(settings, "/c")[0]["flags"]
+    for bad in ({"models": ["resnet50"]}, {"dtypes": ["float16"]}, {"timm": "jit"},
+                {"conv_impls": ["fft"]}, {"batches": ["a"]}, {"widths": []}):
+        with pytest.raises(grid.UserError):
+            grid.resolve(**bad)
+
+
+def test_cli_prints_commands_and_reports_user_errors():
+    proc = _grid("/x", "--print_commands", args=["--preset=smoke"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    commands = proc.stdout.splitlines()
     assert len(commands) == 2 and all("-m inception_jax.bench" in c for c in commands)
     assert "--out=/x/inception_v3_w0.125_b2_s75_float32_auto.json" in commands[0]
-    for bad in (["--models=resnet50"], ["--dtypes=float16"], ["--timm=jit"],
-                ["--conv-impls=fft"]):
-        assert grid.main(bad + ["--print-commands"]) == 2
-        assert "error:" in capsys.readouterr().err
+    bad = _grid("/x", "--print_commands", args=["--models=resnet50"])
+    assert bad.returncode == 2 and "error: Unknown model 'resnet50'" in bad.stderr
 
 
-def _grid(out, *extra):
-    return subprocess.run([sys.executable, "-m", "inception_jax.bench_grid", *TINY, f"--out={out}",
+def _grid(out, *extra, args=TINY):
+    return subprocess.run([sys.executable, "-m", "inception_jax.bench_grid", *args, f"--out={out}",
                            *extra], env=run_env(), capture_output=True, text=True, cwd=ROOT)
 
 
 @pytest.mark.slow  # ~45 s on 2 cores with a cold compilation cache, ~17 s warm
 def test_tiny_grid_writes_combined_json_and_table(tmp_path):
     # --compile-cache: the same program as test_bench's CLI test, so a warm cache is reused.
-    proc = _grid(tmp_path, "--compile-cache")
+    proc = _grid(tmp_path, "--compile_cache")
     assert proc.returncode == 0, proc.stderr[-3000:]
     combined = json.loads((tmp_path / "grid.json").read_text())
     assert combined["failures"] == [] and len(combined["runs"]) == 1

@@ -7,7 +7,14 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from inception_jax.data import pipeline
-from inception_jax.data.preprocess import eval_preprocess, train_preprocess
+from inception_jax.data.preprocess import (
+    crop_box,
+    decode_train_crop,
+    eval_preprocess,
+    finish_train_crop,
+    train_crop,
+    train_preprocess,
+)
 from inception_jax.data.shapes_dataset import CLASSES
 
 
@@ -15,7 +22,8 @@ def data_cfg(tmp_path, **kw):
     c = ml_collections.ConfigDict(
         dict(name="inception_shapes", data_dir=str(tmp_path), image_size=24, train_split="train",
              eval_split="test", shuffle_buffer=64, color_distortion=True, min_crop_area=0.3,
-             folder="", builder=dict(image_size=20, num_train=40, num_test=13, seed=3))
+             folder="", on_bad_image="error",
+             builder=dict(image_size=20, num_train=40, num_test=13, seed=3))
     )
     c.update(kw)
     return c
@@ -54,6 +62,48 @@ def test_train_preprocess_is_a_pure_function_of_the_seed():
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def _encodings(image):
+    """The same image as the JPEG kinds ImageNet holds (4:2:0 from TF, 4:2:2, 4:4:4, CMYK,
+    grayscale) and as a PNG."""
+    import io
+
+    from PIL import Image
+
+    def pil(img, fmt, **kw):
+        out = io.BytesIO()
+        img.save(out, fmt, **kw)
+        return out.getvalue()
+
+    img = Image.fromarray(image)
+    return {"420": tf.io.encode_jpeg(image, quality=90).numpy(),
+            "422": pil(img, "JPEG", quality=90, subsampling=1),
+            "444": pil(img, "JPEG", quality=90, subsampling=0),
+            "cmyk": pil(img.convert("CMYK"), "JPEG"), "gray": pil(img.convert("L"), "JPEG"),
+            "png": pil(img, "PNG")}
+
+
+def test_decoding_only_the_crop_gives_the_pixels_of_a_whole_decode():
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(128, 60, (75, 100, 3)), 0, 255).astype(np.uint8)
+    bare_differs = 0
+    for kind, encoded in _encodings(image).items():
+        whole = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        for s in range(12):
+            seed = tf.constant([s, 5], tf.int64)
+            crop = decode_train_crop(encoded, seed, (0.05, 1.0)).numpy()
+            expected = train_crop(whole, seed, (0.05, 1.0)).numpy()
+            assert crop.shape == expected.shape and crop.shape[2] == 3, kind
+            assert np.array_equal(crop, expected), (kind, s)
+            if kind == "420":  # the bare box misses chroma beyond its edges (see preprocess)
+                box_seed = tf.random.experimental.stateless_split(seed, 3)[0]
+                box = crop_box(tf.image.extract_jpeg_shape(encoded), box_seed, (0.05, 1.0))
+                bare = tf.image.decode_and_crop_jpeg(encoded, box, channels=3)
+                bare_differs += not np.array_equal(bare.numpy(), expected)
+        out = finish_train_crop(decode_train_crop(encoded, seed), 32, seed, True).numpy()
+        assert np.array_equal(out, train_preprocess(whole, 32, seed, True).numpy()), kind
+    assert bare_differs >= 6  # the margin matters for most boxes
+
+
 def test_eval_preprocess_takes_the_central_87_5_percent():
     image = np.zeros((64, 64, 3), np.uint8)
     image[4:60, 4:60] = 255  # the central 56x56 = 87.5% is white, the 4-pixel border black
@@ -87,6 +137,19 @@ def test_eval_batches_cover_each_example_once_with_masks(shapes_dir):
     assert len(batches) == 2 and masks.tolist() == [1.0] * 13 + [0.0] * 3
     labels = np.concatenate([b["label"] for b in batches])[:13]
     assert sorted(labels.tolist()) == sorted(i % 10 for i in range(13))
+
+
+def test_records_are_numbered_by_their_index_in_the_split(shapes_dir, tmp_path):
+    builder = pipeline.get_builder(data_cfg(shapes_dir))
+    ds, size = pipeline.process_records(builder, "train", True, process=(1, 2))
+    assert size == 20 and [int(ex["record"]) for ex in ds] == list(range(20, 40))
+    folder = tmp_path / "train" / "a"
+    folder.mkdir(parents=True)
+    for i in range(5):
+        tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(tf.zeros([4, 4, 3], tf.uint8)))
+    images = tfds.folder_dataset.ImageFolder(str(tmp_path))
+    ds, size = pipeline.process_records(images, "train", False, process=(1, 2))
+    assert size == 2 and [int(ex["record"]) for ex in ds] == [1, 3]
 
 
 def test_unknown_dataset_lists_the_known_ones(tmp_path):

@@ -18,6 +18,8 @@ def test_residual_scaling_sweep_expands_to_named_runs():
     assert runs[0].overrides["model.residual_scales"] == (1.0, 1.0, 1.0)
     assert runs[0].overrides["model.width"] == 0.6
     args = command(runs[1], "/tmp/sweep")
+    # Training runs through the installed package's entry point, not a checkout's train.py.
+    assert args[:3] == [sys.executable, "-m", "inception_jax.train_cli"]
     assert "--config.model.residual_scales=(0.3,0.3,0.3)" in args
     assert "--workdir=/tmp/sweep/residual_scales=0.3" in args
     full = expand(load_sweep(str(ROOT / "configs/sweeps/residual_scaling.py")))

@@ -60,11 +60,14 @@ def test_nan_at_step_k_stops_naming_k_and_keeps_only_earlier_checkpoints(tmp_pat
         "train.log_every_steps": 100, "data.image_size": 75, "monitor.enabled": False})
     real = trainer.training_batches
 
-    def poisoned(config, setup, start_step):
-        for k, batch in enumerate(real(config, setup, start_step), start=start_step + 1):
-            if k == bad:
-                batch = {**batch, "image": batch["image"] * jnp.nan}
-            yield batch
+    def poisoned(config, setup, start_step, workdir):
+        batches, num_skipped = real(config, setup, start_step, workdir)
+
+        def stream():
+            for k, batch in enumerate(batches, start=start_step + 1):
+                yield {**batch, "image": batch["image"] * jnp.nan} if k == bad else batch
+
+        return stream(), num_skipped
 
     monkeypatch.setattr(trainer, "training_batches", poisoned)
     with pytest.raises(NonFiniteLossError, match=f"at step {bad}\\b"):
@@ -268,7 +271,7 @@ def test_grad_accumulation_equals_one_pass_with_bn_groups(tmp_path):
     # parameters); bound 5e-3. A real error is far larger: summed instead of averaged gradients
     # give 3, other BN groups ~1e-1 (see the BN group test).
     initial = jax.device_get(accum.init())
-    update = lambda s: jax.tree.map(jnp.subtract, s.params, initial.params)  # noqa: E731
+    update = lambda s: jax.tree.map(jnp.subtract, s.params, initial.params)
     assert relative_difference(update(s4), update(s1)) < 5e-3
 
     # Running statistics move once per micro-batch, as four forward passes would move them.
@@ -280,3 +283,26 @@ def test_grad_accumulation_equals_one_pass_with_bn_groups(tmp_path):
         stats = forward(stats, batch["image"][8 * i:8 * i + 8])
     for a, b in zip(jax.tree.leaves(s4.batch_stats), jax.tree.leaves(stats), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# --- resume with other execution knobs ------------------------------------------------------
+
+
+def test_resume_allows_execution_knobs_and_refuses_a_new_width(tmp_path, caplog):
+    from inception_jax.checkpoint import CheckpointError
+
+    workdir = str(tmp_path / "run")
+    base = {"data.name": "synthetic", "data.synthetic.num_eval": 16, "monitor.enabled": False}
+    train_and_evaluate(tiny_config(str(tmp_path), **base, **{"train.num_steps": 2}), workdir)
+    changed = tiny_config(str(tmp_path), **base, **{
+        "train.num_steps": 4, "model.remat": True, "model.dtype": "bfloat16",
+        "model.scan_unroll": 1})
+    with caplog.at_level("INFO"):
+        state = train_and_evaluate(changed, workdir)
+    assert int(state.step) == 4  # resumed from step 2, not restarted
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "model.remat: saved False, now True" in said
+    assert "model.dtype: saved 'float32', now 'bfloat16'" in said
+    with pytest.raises(CheckpointError, match="model.width"):
+        train_and_evaluate(tiny_config(str(tmp_path), **base, **{
+            "train.num_steps": 6, "model.width": 0.25}), workdir)

@@ -1,10 +1,22 @@
-"""Inception preprocessing in TensorFlow: pure functions of the image and a seed; [-1, 1] out."""
+"""Inception preprocessing in TensorFlow: pure functions of the image and a seed; [-1, 1] out.
+
+Training samples a distorted bounding box from the image's shape and the seed, then decodes
+only that box (`tf.image.decode_and_crop_jpeg`, as slim, flax and big_vision do): the shape of
+a JPEG is read from its header, so the pixels outside the crop are never decoded. Other
+formats (PNG, GIF, BMP) are decoded whole and sliced to the same box. The crop's pixels are
+those of a whole decode: libjpeg's chroma upsampling (4:2:0 and 4:2:2 JPEGs, most of
+ImageNet) reads one chroma sample beyond each side of the decoded region, so the region is
+widened by `JPEG_MARGIN` pixels left and right (where the image has them) and then sliced;
+decoding the bare box instead changes its first or last column by up to ~60/255.
+"""
 
 from __future__ import annotations
 
 import tensorflow as tf
 
 from inception_jax.data.crops import multi_crop
+
+JPEG_MARGIN = 2  # columns decoded beyond each side of a JPEG crop (1 is not always enough)
 
 
 def _to_unit_range(image: tf.Tensor) -> tf.Tensor:
@@ -25,6 +37,93 @@ def distort_color(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
+def crop_box(
+    shape: tf.Tensor,
+    seed: tf.Tensor,
+    area_range: tuple[float, float] = (0.05, 1.0),
+    aspect_range: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tf.Tensor:
+    """The distorted bounding box [top, left, height, width] (int32) of an image of `shape`.
+
+    `shape` is [height, width, channels]; `seed` is the crop's own seed (see `_seeds`).
+    """
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        seed=seed,
+        min_object_covered=0.1,
+        aspect_ratio_range=aspect_range,
+        area_range=area_range,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return tf.concat([begin[:2], size[:2]], axis=0)
+
+
+def _seeds(seed: tf.Tensor) -> tf.Tensor:
+    """Seeds of the crop box, the flip and the colour distortion, in that order."""
+    return tf.random.experimental.stateless_split(seed, 3)
+
+
+def _slice(image: tf.Tensor, box: tf.Tensor) -> tf.Tensor:
+    return image[box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
+
+
+def decode_train_crop(
+    encoded: tf.Tensor,
+    seed: tf.Tensor,
+    area_range: tuple[float, float] = (0.05, 1.0),
+    aspect_range: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tf.Tensor:
+    """The training crop of an encoded image, uint8 [h, w, 3]: only the crop of a JPEG is
+    decoded; other formats are decoded whole, then sliced. Raises InvalidArgumentError on
+    data that cannot be decoded."""
+    box_seed = _seeds(seed)[0]
+
+    def jpeg() -> tf.Tensor:
+        shape = tf.image.extract_jpeg_shape(encoded)
+        top, left, height, width = tf.unstack(
+            crop_box(shape, box_seed, area_range, aspect_range)
+        )
+        start = tf.maximum(left - JPEG_MARGIN, 0)
+        end = tf.minimum(left + width + JPEG_MARGIN, shape[1])
+        wider = tf.image.decode_and_crop_jpeg(
+            encoded, tf.stack([top, start, height, end - start]), channels=3
+        )
+        return wider[:, left - start:left - start + width]
+
+    def other() -> tf.Tensor:
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        return train_crop(image, seed, area_range, aspect_range)
+
+    crop = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+    crop.set_shape([None, None, 3])
+    return crop
+
+
+def finish_train_crop(
+    crop: tf.Tensor, image_size: int, seed: tf.Tensor, color_distortion: bool
+) -> tf.Tensor:
+    """Resize a training crop to `image_size`, random flip, optional colour distortion."""
+    seeds = _seeds(seed)
+    image = tf.image.resize(_to_unit_range(crop), [image_size, image_size], "bilinear")
+    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    if color_distortion:
+        image = distort_color(image, seeds[2])
+    image.set_shape([image_size, image_size, 3])
+    return _to_model_range(image)
+
+
+def train_crop(
+    image: tf.Tensor,
+    seed: tf.Tensor,
+    area_range: tuple[float, float] = (0.05, 1.0),
+    aspect_range: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tf.Tensor:
+    """The training crop of a decoded image: the box `decode_train_crop` decodes."""
+    return _slice(image, crop_box(tf.shape(image), _seeds(seed)[0], area_range, aspect_range))
+
+
 def train_preprocess(
     image: tf.Tensor,
     image_size: int,
@@ -33,25 +132,10 @@ def train_preprocess(
     area_range: tuple[float, float] = (0.05, 1.0),
     aspect_range: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tf.Tensor:
-    """Distorted bounding-box crop, resize, random flip, optional colour distortion."""
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image),
-        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
-        seed=seeds[0],
-        min_object_covered=0.1,
-        aspect_ratio_range=aspect_range,
-        area_range=area_range,
-        max_attempts=10,
-        use_image_if_no_bounding_boxes=True,
-    )
-    image = tf.slice(image, begin, crop_size)
-    image = tf.image.resize(_to_unit_range(image), [image_size, image_size], "bilinear")
-    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
-    if color_distortion:
-        image = distort_color(image, seeds[2])
-    image.set_shape([image_size, image_size, 3])
-    return _to_model_range(image)
+    """Distorted bounding-box crop, resize, random flip, optional colour distortion of a
+    decoded image (the training pipeline uses `decode_train_crop` + `finish_train_crop`)."""
+    crop = train_crop(image, seed, area_range, aspect_range)
+    return finish_train_crop(crop, image_size, seed, color_distortion)
 
 
 def eval_preprocess(image: tf.Tensor, image_size: int, crops: str = "center") -> tf.Tensor:

@@ -1,0 +1,339 @@
+"""What a long run meets and must survive: damaged checkpoints, SIGTERM (one process or two),
+kills at any point. Each interrupted run, rerun, ends bit-identical to an uninterrupted one."""
+
+import inspect
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from inception_jax import checkpoint, trainer
+from inception_jax.checkpoint import Checkpointer, CheckpointError
+from inception_jax.preemption import Preemption
+from tests import kill_points
+from tests.helpers import flags, run_env
+
+STEPS = 12  # checkpoints at 4, 8, 12; evaluations at 6, 12 (kill_points.SETTINGS)
+SIGTERM_LINE = re.compile(r"SIGTERM: saving step (\d+) and stopping")
+
+
+# ---- the Checkpointer on a small state (fast) ------------------------------------------------
+
+def small_state(shift: float) -> dict:
+    return {"w": jnp.arange(3000, dtype=jnp.float32).reshape(30, 100) + shift,
+            "b": {"c": jnp.full((7,), shift)}, "step": jnp.int32(shift)}
+
+
+def target_of(state):
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
+
+
+def saved(directory, steps=(2, 4), meta=None) -> None:
+    c = Checkpointer(str(directory), 3, meta or {"model": "tiny"})
+    for s in steps:
+        c.save(s, small_state(s))
+    c.close()
+
+
+def largest_file(step_dir: Path) -> Path:
+    return max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def truncate_half(path: Path) -> int:
+    size = path.stat().st_size // 2
+    os.truncate(path, size)
+    return size
+
+
+def tree_listing(directory: Path) -> dict:
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in directory.rglob("*")}
+
+
+def resume(directory, meta=None):
+    """(restored state, checkpointer) the way the trainer resumes."""
+    c = Checkpointer(str(directory), 3, meta or {"model": "tiny"})
+    c.check_compatible()
+    assert c.latest_step() is not None
+    return c.restore(target_of(small_state(0))), c
+
+
+DAMAGES = {
+    "truncated data file": lambda d: truncate_half(largest_file(d / "4")),
+    "missing data file": lambda d: largest_file(d / "4").unlink(),
+    "missing state item": lambda d: shutil.rmtree(d / "4" / "state"),
+    "missing identity": lambda d: shutil.rmtree(d / "4" / "meta"),
+    "empty step directory": lambda d: (shutil.rmtree(d / "4"), (d / "4").mkdir()),
+}
+REASONS = {  # what the warning says is wrong, per damage
+    "truncated data file": r"Requested byte range .* is not valid for value of size",
+    "missing data file": r"NOT_FOUND|Truncated|does not exist",
+    "missing state item": r'Item "state" was not found',
+    "missing identity": r'Item "meta" was not found',
+    "empty step directory": r'Item "meta" was not found',
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_and_is_kept(
+        tmp_path, caplog, damage):
+    saved(tmp_path)
+    DAMAGES[damage](tmp_path)
+    before = tree_listing(tmp_path / "4")
+    with caplog.at_level(logging.WARNING, logger="inception_jax.checkpoint"):
+        state, c = resume(tmp_path)
+    assert int(state["step"]) == 2 and float(state["w"][0, 1]) == 3.0
+    warnings = [r.getMessage() for r in caplog.records if r.name == "inception_jax.checkpoint"]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert warnings[0].startswith(f"Checkpoint {tmp_path / '4'} is damaged (")
+    assert re.search(REASONS[damage], warnings[0]), warnings[0]
+    assert warnings[0].endswith(f"moved it to {tmp_path / '4.damaged'} and resuming from step 2.")
+    assert "TensorStore" not in warnings[0] and len(warnings[0]) < 700
+    # Kept whole under its new name; orbax no longer lists it, so step 4 can be saved again.
+    assert tree_listing(tmp_path / "4.damaged") == before
+    assert c.latest_step() == 2
+    c.save(4, small_state(40))
+    c.close()
+    again, c = resume(tmp_path)
+    c.close()
+    assert int(again["step"]) == 40 and (tmp_path / "4.damaged").is_dir()
+
+
+def test_a_second_damage_of_the_same_step_is_kept_beside_the_first(tmp_path):
+    saved(tmp_path)
+    for _ in range(2):
+        truncate_half(largest_file(tmp_path / "4"))
+        state, c = resume(tmp_path)
+        assert int(state["step"]) == 2
+        c.save(4, small_state(4))
+        c.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2", "4", "4.damaged", "4.damaged-2"]
+
+
+def test_no_readable_checkpoint_is_one_error_and_changes_nothing(tmp_path):
+    saved(tmp_path)
+    truncate_half(largest_file(tmp_path / "4"))
+    truncate_half(largest_file(tmp_path / "2"))
+    before = tree_listing(tmp_path)
+    with pytest.raises(CheckpointError) as err:
+        resume(tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"No checkpoint in {tmp_path} can be read (step 4: ")
+    assert "; step 2: " in message and "Nothing was changed" in message
+    assert "\n" not in message and "TensorStore" not in message
+    assert isinstance(err.value, ValueError)  # a UserError: the CLI prints one line, exit 2
+    assert tree_listing(tmp_path) == before
+
+
+def test_a_checkpoint_of_another_run_behind_a_damaged_one_is_still_refused(tmp_path):
+    saved(tmp_path, meta={"model": "other"})
+    shutil.rmtree(tmp_path / "4" / "meta")
+    before = tree_listing(tmp_path)
+    with pytest.raises(CheckpointError, match=r"\(step 2\) of a different run \(model: saved"):
+        resume(tmp_path)
+    assert tree_listing(tmp_path) == before
+
+
+def test_saving_a_step_twice_keeps_the_first(tmp_path):
+    c = Checkpointer(str(tmp_path), 3, {"model": "tiny"})
+    c.save(4, small_state(4))
+    c.save(4, small_state(5))  # SIGTERM on a checkpoint step: the loop saves the step again
+    c.close()
+    state, c = resume(tmp_path)
+    c.close()
+    assert int(state["step"]) == 4
+
+
+def coroutine_from(filename):
+    async def read():
+        pass
+
+    read.__code__ = read.__code__.replace(co_filename=filename)
+    return read()
+
+
+def test_echoes_of_a_failed_read_are_dropped_and_other_unraisables_kept(monkeypatch):
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    checkpoint._quiet_after_failed_read()
+    checkpoint._quiet_after_failed_read()  # installed once
+    orbax_read = coroutine_from("/venv/site-packages/orbax/checkpoint/_src/serialization.py")
+    ours = coroutine_from("/work/inception_jax/data/pipeline.py")
+    unraisables = [
+        (RuntimeError("Event loop is closed"), None),  # TensorStore's late callbacks
+        (Exception("Encountered error while reading array index"), orbax_read),
+        (RuntimeError("Event loop is broken"), None),
+        (Exception("Encountered error while reading array index"), ours),
+    ]
+    for error, obj in unraisables:
+        sys.unraisablehook(types.SimpleNamespace(exc_type=type(error), exc_value=error,
+                                                 exc_traceback=None, err_msg=None, object=obj))
+    orbax_read.close()
+    ours.close()
+    assert [u.exc_value for u in seen] == [unraisables[2][0], unraisables[3][0]]
+
+
+def test_the_error_description_is_the_innermost_cause_without_the_store_spec():
+    try:
+        try:
+            raise ValueError('OUT_OF_RANGE: Error reading "w/0.0": Requested byte range [0, 9) '
+                             "is not valid for value of size 4 [tensorstore_spec='{...}']")
+        except ValueError as inner:
+            raise Exception("Encountered error while reading array index: (). See full "
+                            "TensorStore details: {\n 'driver': ...}") from inner
+    except Exception as e:  # noqa: BLE001
+        described = checkpoint.describe_error(e)
+    assert described == ('OUT_OF_RANGE: Error reading "w/0.0": Requested byte range [0, 9) '
+                         "is not valid for value of size 4")
+
+
+def test_preemption_flag_on_one_process():
+    previous = signal.getsignal(signal.SIGTERM)
+    p = Preemption()
+    try:
+        assert not p.distributed and not p.should_stop(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # the handler runs between bytecodes of the main thread
+        assert p.should_stop(2)
+    finally:
+        p.close()
+    assert signal.getsignal(signal.SIGTERM) == previous
+
+
+# ---- end to end on the tiny run ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory):
+    """An uninterrupted tiny run (a subprocess on one device, as every run compared here)."""
+    workdir = tmp_path_factory.mktemp("reference")
+    kill_points.run(data_dir, workdir, STEPS)
+    return workdir
+
+
+def assert_same_as(reference, workdir):
+    assert kill_points.differing_arrays(reference, workdir, STEPS) == []
+    step, top1, top5 = kill_points.final_eval(workdir)
+    assert (step, top1, top5) == kill_points.final_eval(reference) and step == STEPS
+
+
+def test_rerun_after_damaging_the_newest_checkpoint_resumes_from_the_previous(
+        reference, data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference, workdir)
+    assert kill_points.checkpoint_steps(workdir) == [4, 8, 12]
+    newest = workdir / "checkpoints" / str(STEPS)
+    damaged = largest_file(newest)
+    size = truncate_half(damaged)
+    output = kill_points.run(data_dir, workdir, STEPS)
+    lines = [line for line in output.splitlines() if "damaged" in line]
+    assert len(lines) == 1, output[-3000:]
+    path = re.escape(str(newest))
+    assert re.search(rf"Checkpoint {path} is damaged \(OUT_OF_RANGE: .*not valid for value of "
+                     rf"size {size}\); moved it to {path}\.damaged and resuming from step 8\.$",
+                     lines[0]), lines[0]
+    assert "Traceback" not in output and "Event loop is closed" not in output
+    kept = workdir / "checkpoints" / f"{STEPS}.damaged" / damaged.relative_to(newest)
+    assert kept.stat().st_size == size
+    assert_same_as(reference, workdir)
+
+
+def test_sigterm_saves_the_step_it_is_at_and_the_rerun_is_bit_identical(
+        reference, data_dir, tmp_path):
+    workdir = tmp_path / "sigterm"
+    proc = subprocess.Popen(kill_points.command(data_dir, workdir, STEPS),
+                            env=run_env(kill_points.DEVICES), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
+    while not kill_points.metric_rows(workdir) and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # at step 2: mid-epoch (8 steps), before any checkpoint
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output[-3000:]
+    stopped = [int(m.group(1)) for m in SIGTERM_LINE.finditer(output)]
+    assert len(stopped) == 1 and 2 <= stopped[0] < STEPS, output[-3000:]
+    assert kill_points.checkpoint_steps(workdir)[-1] == stopped[0]
+    assert max(r["step"] for r in kill_points.metric_rows(workdir)) <= stopped[0]
+
+    rows = len(kill_points.metric_rows(workdir))
+    kill_points.run(data_dir, workdir, STEPS)
+    assert min(r["step"] for r in kill_points.rows_after(workdir, rows)) > stopped[0]  # resumed
+    assert_same_as(reference, workdir)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("should_stop(" not in inspect.getsource(trainer),
+                    reason="trainer.py does not ask inception_jax.preemption yet")
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data_dir, tmp_path):
+    port, workdir = _free_port(), tmp_path / "two"
+    settings = {"train.num_steps": 500, "train.checkpoint_every_steps": 1000}
+    procs = [
+        subprocess.Popen(
+            flags(data_dir, workdir, **settings)
+            + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+               f"--process_id={i}", "--cpu_collectives=gloo"],
+            env=run_env(devices=1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for i in range(2)
+    ]
+    deadline = time.time() + 600
+    while not kill_points.metric_rows(workdir) and all(p.poll() is None for p in procs):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # the process that does not write the metrics
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    stopped = [[int(m.group(1)) for m in SIGTERM_LINE.finditer(out)] for out in outputs]
+    assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
+    assert 2 <= stopped[0][0] < 500
+    assert kill_points.checkpoint_steps(workdir) == stopped[0]
+
+
+@pytest.mark.slow
+def test_kills_before_the_first_checkpoint_between_two_and_during_evaluation(
+        reference, data_dir, tmp_path):
+    """One run killed three times (SIGKILL), each rerun resuming; the last one finishes."""
+    workdir = tmp_path / "killed"
+
+    def kill_at(ready):
+        rows = len(kill_points.metric_rows(workdir))
+        kill_points.kill_when(kill_points.start(data_dir, workdir, STEPS),
+                              lambda: ready(kill_points.rows_after(workdir, rows)))
+        return kill_points.rows_after(workdir, rows)
+
+    # 1. Training has logged step 2; the first checkpoint is at step 4.
+    kill_at(lambda rows: rows and not kill_points.checkpoint_steps(workdir))
+    assert kill_points.checkpoint_steps(workdir) == []
+    # 2. Checkpoint 4 is written, checkpoint 8 not yet.
+    kill_at(lambda rows: 4 in kill_points.checkpoint_steps(workdir))
+    assert kill_points.checkpoint_steps(workdir) == [4]
+    # 3. Resumed at 4, step 6 logged, its evaluation not yet written.
+    rows = kill_at(lambda rows: any(r["step"] == 6 for r in rows)
+                   and not any("eval_top1" in r for r in rows))
+    assert not any("eval_top1" in r for r in rows) and kill_points.checkpoint_steps(workdir) == [4]
+
+    kill_points.run(data_dir, workdir, STEPS)
+    assert_same_as(reference, workdir)
