@@ -9,17 +9,19 @@ libtpu (`pip install 'inception_jax[tpu]'`) compiles for a named topology withou
 `trainer.create_setup` makes the very step functions a run on that slice would jit. Nothing
 runs; every figure is the compiler's:
 
-- fits: the TPU compiler accepted the program. It refuses one whose buffers do not fit in
-  the chip's HBM (RESOURCE_EXHAUSTED at compile time): that is reported as "does not fit".
+- fits: the compiler accepted the program and its HBM, with what stays on the chip beside
+  it (the prefetched batches; the train state during eval), is within the HBM the compiler
+  allows (probed once: 15.75 GiB on a 16 GiB v5e chip). The compiler refuses a program whose
+  buffers do not fit (RESOURCE_EXHAUSTED at compile time): reported as "does not fit".
 - HBM per chip: the compiler's buffer assignment of the HBM memory space (parameters and
-  optimizer state, the batch, temporaries, outputs not aliased to the donated state),
-  against the HBM the compiler allows (probed once) and the chip's datasheet HBM.
-  `memory_analysis()`'s fields are reported as well; on TPU its `temp_size_in_bytes` also
-  counts buffers in on-chip memories (VMEM), so it is not an HBM figure.
-- FLOPs per chip per step (XLA's cost analysis of the per-chip SPMD program) and the
-  collectives one step runs (count and result bytes, loop bodies times their trip count).
-- with `--max_batch`: the largest per-chip batch the compiler accepts (doubling, then
-  bisection to `--batch_step`).
+  optimizer state, the batch, temporaries, outputs not aliased to the donated state), from
+  its memory-usage report. `memory_analysis()`'s fields are in the JSON too, but on TPU its
+  `temp_size_in_bytes` is no HBM figure (it exceeds HBM for programs that fit).
+- FLOPs per chip per step: every conv and matmul (`flops.analytic_flops`), and XLA's cost
+  analysis, which counts a rolled stage's loop body once.
+- the collectives one step runs (count and result bytes, loop bodies times their trip count).
+- with `--max_batch`: the largest per-chip batch that fits (doubling, then bisection to
+  `--batch_step`).
 
 The JSON (`--out`) holds every figure; the table is printed.
 """

@@ -1,8 +1,10 @@
 """Damaged or undecodable images: find them inside tf.data, then stop or skip and list them.
 
 `attempt` runs a decode inside the input pipeline and returns a validity flag instead of
-failing the whole stream; the pipeline carries the flag, the record's name and (for a bad
-record only) its bytes to the host, where `BadImages` applies `data.on_bad_image`:
+failing the whole stream ("skip" decodes every image so; "error" decodes without it, at no
+cost, and only when TensorFlow fails decodes the failing batch again so, to find the image).
+The pipeline carries the flag, the record's name and (for a bad record only) its bytes to
+the host, where `BadImages` applies `data.on_bad_image`:
 
 - "error": raise `BadImageError`, one line naming the file (path, or split and record index)
   and TensorFlow's reason, when the batch that holds it is taken.

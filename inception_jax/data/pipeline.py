@@ -264,8 +264,9 @@ def _checked_batches(
     """(batch, decoded flags) of the batches of `make(first_batch, guarded)`.
 
     `make(k, guarded)` is the dataset from batch k on. "skip" decodes guarded (a flag per
-    record, ~0.2 ms of CPU per image); "error" decodes unguarded and, where TensorFlow fails
-    at batch k, makes batch k again guarded to name the damaged image it holds.
+    record; about 1 ms more CPU per image, 8-16 % of the training pipeline at 299²); "error"
+    decodes unguarded, at no cost, and where TensorFlow fails at batch k makes batch k again
+    guarded to name the damaged image it holds.
     """
     guarded = bad_images.mode == "skip"
     batches = iter(tfds.as_numpy(make(first_batch, guarded)))
