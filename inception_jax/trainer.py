@@ -160,7 +160,7 @@ def training_batches(config: ml_collections.ConfigDict, setup: Setup, start_step
                          start_step=start_step,
                          skipped_list=skipped_list_path(workdir, jax.process_index()))
     batches = prefetch_to_device(host, setup.batch_sharding, train_cfg.prefetch_batches)
-    return batches, lambda: host.num_skipped
+    return batches, lambda: host.num_listed
 
 
 def evaluate(setup: Setup, variables: Any, config: ml_collections.ConfigDict) -> dict[str, float]:
