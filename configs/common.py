@@ -45,6 +45,9 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.data.eval_split = "validation"
     c.data.shuffle_buffer = 16_384
     c.data.color_distortion = True
+    # slim's modes: "fast" (its default: random brightness, then saturation) or "full"
+    # (brightness, saturation, hue, contrast in one of four orders drawn per image).
+    c.data.color_distortion_mode = "fast"
     c.data.min_crop_area = 0.05  # distorted crop covers 5-100% of the image
     c.data.folder = ""  # for data.name = "image_folder": root/split/label/*.jpg
     c.data.builder = ml_collections.ConfigDict(  # for data.name = "inception_shapes"
@@ -92,6 +95,8 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.optim.eps = 1.0
     c.optim.grad_clip_norm = 2.0
     c.optim.weight_decay = 4e-5
+    # "kernels" (slim's v3/v4 arg scope), "kernels_and_biases" (slim's IR-v2 arg scope: also
+    # conv and dense biases, never BatchNorm's), "all" or "none".
     c.optim.weight_decay_mask = "kernels"
 
     c.schedule = ml_collections.ConfigDict()
@@ -103,7 +108,9 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
 
     c.monitor = ml_collections.ConfigDict()
     c.monitor.enabled = True  # dead-unit / residual-scale scalars at every log step
-    c.monitor.dead_patience = 0  # K > 0: act when the pre-pool map is all zeros K logs running
+    c.monitor.dead_patience = 0  # K > 0: act when the pre-pool map is dead K logs running
+    # The pre-pool zero fraction that counts as dead: 1.0 = only zeros (the paper's words).
+    c.monitor.dead_threshold = 1.0
     c.monitor.on_dead = "stop"  # "stop" (checkpoint and end the run) or "warn"
 
     c.mesh = ml_collections.ConfigDict()

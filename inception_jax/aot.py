@@ -46,7 +46,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 from inception_jax import cli, hlo_stats, sharding  # noqa: E402
 from inception_jax.errors import UserError  # noqa: E402
@@ -433,7 +432,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":  # flags exist only when run as a command
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+    _CONFIG = cli.config_file_flag("Config file.")
     _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice, e.g. v5e:4x4, v4:2x2x4.")
     _EVAL = flags.DEFINE_bool("eval", True, "Also compile the eval step.")
     _MAX_BATCH = flags.DEFINE_bool("max_batch", False,

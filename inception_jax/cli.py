@@ -78,6 +78,26 @@ def setup() -> None:
     _hide_gpus_from_tensorflow_when_imported()
 
 
+def config_file_flag(help_string: str, lock_config: bool = True) -> Any:
+    """`--config=FILE[:variant]` (ml_collections), whose file may import its sibling modules.
+
+    Our config files do `from configs import common`. train.py finds that package because it
+    sits beside it; an installed command run from elsewhere does not, so the folder holding the
+    config file's package (`.../configs/__init__.py`) goes first on `sys.path`.
+    """
+    from ml_collections import config_flags
+
+    for i, arg in enumerate(sys.argv):
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else (
+            sys.argv[i + 1] if arg == "--config" and i + 1 < len(sys.argv) else None)
+        if path:
+            folder = os.path.dirname(os.path.abspath(path.split(":", 1)[0]))
+            root = os.path.dirname(folder)
+            if os.path.isfile(os.path.join(folder, "__init__.py")) and root not in sys.path:
+                sys.path.insert(0, root)
+    return config_flags.DEFINE_config_file("config", None, help_string, lock_config=lock_config)
+
+
 def positional(argv: list[str], usage: str) -> list[str]:
     """The command's positional arguments; UserError showing `usage` when there are none."""
     if len(argv) < 2:

@@ -20,7 +20,6 @@ import math
 
 import jax
 from absl import app, flags
-from ml_collections import config_flags
 
 from inception_jax import cli
 from inception_jax.data.crops import SCHEMES, check_scheme
@@ -59,7 +58,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":  # flags exist only when run as a command
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (data to evaluate on).")
+    _CONFIG = cli.config_file_flag("Config file (data to evaluate on).")
     _CHECKPOINTS = flags.DEFINE_multi_string("checkpoint", [], "Training workdir(s) to evaluate.")
     _WEIGHTS = flags.DEFINE_multi_string("weights", [], "Weights file(s) (import_weights output).")
     _CROPS = flags.DEFINE_string("crops", "center", f"Crop scheme: {', '.join(SCHEMES)}.")

@@ -60,13 +60,17 @@ def health_step(
 
 
 class DeadNetworkWatch:
-    """Counts consecutive logs whose pre-pool map was all zeros."""
+    """Counts consecutive logs whose pre-pool map was dead: a zero fraction of at least
+    `threshold` (1.0 = only zeros, the paper's wording; a dying network's map often keeps a
+    few flickering units, e.g. 0.9999 with the accuracy at chance)."""
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int, threshold: float = 1.0):
         self.patience = patience
+        self.threshold = threshold
         self.consecutive = 0
 
     def update(self, prepool_zero_frac: float) -> bool:
-        """Records one log; True once `patience` (> 0) consecutive logs were all zeros."""
-        self.consecutive = self.consecutive + 1 if prepool_zero_frac >= 1.0 else 0
+        """Records one log; True once `patience` (> 0) consecutive logs were dead."""
+        dead = prepool_zero_frac >= self.threshold
+        self.consecutive = self.consecutive + 1 if dead else 0
         return self.patience > 0 and self.consecutive >= self.patience

@@ -2,7 +2,8 @@
 
 The recipe of the paper: RMSProp (decay 0.9, momentum 0.9, ε 1.0), learning rate 0.045 scaled
 with the batch and decayed ×0.94 every 2 epochs (staircase), gradient clipping by global norm,
-L2 weight decay on kernels, and an exponential moving average of the weights for evaluation.
+L2 weight decay on kernels (and, as slim's IR-v2, on conv/dense biases), and an
+exponential moving average of the weights for evaluation.
 
 Two RMSProp variants, both built from optax's parts:
 - "rmsprop_tf1" (default): TF1's `RMSPropOptimizer` exactly — the mean square starts at 1,
@@ -26,7 +27,7 @@ import optax
 from inception_jax.errors import UserError
 
 OPTIMIZERS = ("rmsprop_tf1", "rmsprop_torch")
-WEIGHT_DECAY_MASKS = ("kernels", "all", "none")
+WEIGHT_DECAY_MASKS = ("kernels", "kernels_and_biases", "all", "none")
 
 
 def _positive(cfg: ml_collections.ConfigDict, section: str, *names: str) -> None:
@@ -62,10 +63,23 @@ def learning_rate_schedule(
 
 
 def _weight_decay_mask(kind: str):
+    """Which parameters decay: "kernels" (conv and dense weights), "kernels_and_biases" (also
+    the biases of layers that have a kernel, as slim's Inception-ResNet-v2 arg scope does;
+    never BatchNorm's), "all"."""
     if kind == "all":
         return None
+
+    def decays(path, params) -> bool:
+        name = path[-1].key
+        if name == "bias" and kind == "kernels_and_biases":
+            parent = params
+            for key in path[:-1]:
+                parent = parent[key.key]
+            return "kernel" in parent  # a conv's or dense layer's bias, not a BN's
+        return name == "kernel"
+
     return lambda params: jax.tree_util.tree_map_with_path(
-        lambda path, _: path[-1].key == "kernel", params
+        lambda path, _: decays(path, params), params
     )
 
 

@@ -79,11 +79,21 @@ def state_shardings(mesh: Mesh, abstract_state: Any, min_size_bytes: int) -> Any
     return jax.tree.map(sharding, abstract_state)
 
 
-def check_batch_size(global_batch_size: int) -> None:
-    """The global batch must split evenly over devices and processes."""
-    n, p = jax.device_count(), jax.process_count()
-    if global_batch_size % n or global_batch_size % p:
+def check_batch_size(global_batch_size: int, processes: int | None = None,
+                     devices: bool = True) -> None:
+    """The global batch must split evenly over the processes and (`devices`) the devices.
+    `processes` overrides JAX's count, to rebuild another run's share of the data."""
+    n, p = jax.device_count(), processes or jax.process_count()
+    if global_batch_size % p or (devices and global_batch_size % n):
+        over = f"devices ({n}) and processes ({p})" if devices else f"processes ({p})"
         raise UserError(
             f"train.global_batch_size={global_batch_size} must be divisible by the number of "
-            f"devices ({n}) and processes ({p})."
+            f"{over}."
         )
+
+
+def local_batch_size(global_batch_size: int, processes: int | None = None) -> int:
+    """This process's share of a global batch: the host input pipeline's batch (only the
+    processes must divide it; the devices are the step's business)."""
+    check_batch_size(global_batch_size, processes, devices=False)
+    return global_batch_size // (processes or jax.process_count())

@@ -15,7 +15,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow only feeds data
 
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 from inception_jax import cli  # noqa: E402
 
@@ -24,7 +23,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The command's flags (defined only by the entry points, not on import)."""
-    config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+    cli.config_file_flag("Config file.")
     flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
     flags.DEFINE_bool(
         "distributed", False,

@@ -163,15 +163,18 @@ def training_batches(config: ml_collections.ConfigDict, setup: Setup, start_step
     return batches, lambda: host.num_listed
 
 
-def evaluate(setup: Setup, variables: Any, config: ml_collections.ConfigDict) -> dict[str, float]:
-    """Top-1/top-5 accuracy of `variables` over the whole eval split."""
+def evaluate(setup: Setup, variables: Any, config: ml_collections.ConfigDict,
+             workdir: str | None = None) -> dict[str, float]:
+    """Top-1/top-5 accuracy of `variables` over the whole eval split. Damaged eval images
+    skipped (`data.on_bad_image=skip`) join the run's list in `workdir`."""
     data_cfg, batch = config.data, config.train.eval_batch_size
     if data_cfg.name == SYNTHETIC:
         info = data_info(data_cfg)
         batches = synthetic_eval_batches(batch, data_cfg.image_size, info.num_classes,
                                          info.num_eval_examples, config.seed)
     else:
-        batches = eval_batches(data_cfg, batch)
+        skipped = skipped_list_path(workdir, jax.process_index()) if workdir else None
+        batches = eval_batches(data_cfg, batch, skipped_list=skipped)
     result = accumulate_hits(setup.eval, variables, batches, setup.batch_sharding)
     return {"eval_top1": result["top1"], "eval_top5": result["top5"]}
 
@@ -235,6 +238,11 @@ def create_setup(
     if config.monitor.on_dead not in ("stop", "warn"):
         raise UserError(
             f"monitor.on_dead must be 'stop' or 'warn', got {config.monitor.on_dead!r}."
+        )
+    if not 0.0 < config.monitor.dead_threshold <= 1.0:
+        raise UserError(
+            f"monitor.dead_threshold must be in (0, 1] (the pre-pool zero fraction that counts "
+            f"as dead; 1.0 = only zeros), got {config.monitor.dead_threshold!r}."
         )
     sharding.check_batch_size(train_cfg.global_batch_size)
     sharding.check_batch_size(train_cfg.eval_batch_size)
@@ -353,7 +361,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                  f"{parameter_overview.count_parameters(state.params):,}", workdir)
 
     preemption = Preemption()
-    watch = DeadNetworkWatch(config.monitor.dead_patience)
+    watch = DeadNetworkWatch(config.monitor.dead_patience, config.monitor.dead_threshold)
     batches, num_skipped = training_batches(config, setup, start_step, workdir)
     progress = tqdm(
         total=num_steps,
@@ -402,8 +410,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 last_log_time, last_log_step = time.perf_counter(), step
                 if died:
                     log.warning(
-                        "The network died: the pre-pool map has been all zeros for %d logs "
-                        "(step %d).%s", watch.consecutive, step,
+                        "The network died: the pre-pool map has been dead (zero fraction >= "
+                        "%g) for %d logs (step %d).%s", watch.threshold, watch.consecutive, step,
                         " Saving and stopping (monitor.on_dead='stop')."
                         if config.monitor.on_dead == "stop" else "",
                     )
@@ -415,7 +423,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0
             ):
                 unchecked.check()
-                writer.write_scalars(step, evaluate(setup, state.ema, config))
+                writer.write_scalars(step, evaluate(setup, state.ema, config, workdir))
                 last_log_time = time.perf_counter()  # eval time is not train time
             if step == num_steps or step % train_cfg.checkpoint_every_steps == 0:
                 unchecked.check()

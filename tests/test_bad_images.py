@@ -30,6 +30,7 @@ def folder_cfg(root, on_bad_image):
     return ml_collections.ConfigDict(
         dict(name="image_folder", folder=str(root), data_dir=None, image_size=16,
              train_split="train", eval_split="test", shuffle_buffer=64, color_distortion=False,
+             color_distortion_mode="fast",
              min_crop_area=0.3, on_bad_image=on_bad_image)
     )
 

@@ -57,12 +57,27 @@ def _grid(out, *extra, args=TINY):
                            *extra], env=run_env(), capture_output=True, text=True, cwd=ROOT)
 
 
+@pytest.fixture
+def tiny_configs(tmp_path):
+    """A config folder whose IR-v1 has one block a stage (the grid reads `--config_dir`)."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "inception_resnet_v1.py").write_text(
+        "from configs import inception_resnet_v1\n\n\n"
+        "def get_config(arg=None):\n"
+        "    c = inception_resnet_v1.get_config(arg)\n"
+        "    c.model.blocks = (1, 1, 1)\n"
+        "    return c\n"
+    )
+    return f"--config_dir={folder}"
+
+
 @pytest.mark.slow  # ~45 s on 2 cores with a cold compilation cache, ~17 s warm
-def test_tiny_grid_writes_combined_json_and_table(tmp_path):
+def test_tiny_grid_writes_combined_json_and_table(tmp_path, tiny_configs):
     # --compile-cache: the same program as test_bench's CLI test, so a warm cache is reused.
-    proc = _grid(tmp_path, "--compile_cache")
+    proc = _grid(tmp_path / "out", "--compile_cache", tiny_configs)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    combined = json.loads((tmp_path / "grid.json").read_text())
+    combined = json.loads((tmp_path / "out" / "grid.json").read_text())
     assert combined["failures"] == [] and len(combined["runs"]) == 1
     run = combined["runs"][0]
     assert run["name"] == "inception_resnet_v1_w0.125_b2_s75_float32_auto"
@@ -73,13 +88,13 @@ def test_tiny_grid_writes_combined_json_and_table(tmp_path):
         assert r["images_per_s"] > 0 and len(r["step_times_s"]) == 1
         assert r["flops_per_step"] > 0 and 0 < r["mfu"] and math.isfinite(r["mfu"])
         assert r["compile_s"] > 0 and r["peak_memory_bytes"] > 0
-    assert (tmp_path / f"{run['name']}.json").is_file()
-    assert "img/s" in (tmp_path / f"{run['name']}.log").read_text()  # the harness's table
-    text = (tmp_path / "grid.txt").read_text()
+    assert (tmp_path / "out" / f"{run['name']}.json").is_file()
+    assert "img/s" in (tmp_path / "out" / f"{run['name']}.log").read_text()  # the harness's table
+    text = (tmp_path / "out" / "grid.txt").read_text()
     assert "ours/timm" in text and "inception_resnet_v1" in text and "n/a" in text
     assert text.strip() in proc.stdout
 
-    kept = _grid(tmp_path, "--resume")  # nothing reruns
+    kept = _grid(tmp_path / "out", "--resume", tiny_configs)  # nothing reruns
     assert kept.returncode == 0 and "[1/1] inception_resnet_v1_w0.125_b2_s75_float32_auto: kept" \
         in kept.stdout
 

@@ -91,3 +91,17 @@ def test_positional_arguments_or_a_usage_error():
     assert cli.positional(["cmd", "a", "b"], "usage") == ["a", "b"]
     with pytest.raises(UserError, match="Name at least one input: cmd FILE"):
         cli.positional(["cmd"], "cmd FILE")
+
+
+def test_a_config_file_imports_its_package_from_any_directory(tmp_path):
+    # The installed commands, run outside the checkout (no PYTHONPATH, another cwd): the config
+    # file's `from configs import common` must work, so the run gets to its own check.
+    env = {k: v for k, v in run_env().items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "inception_jax.evaluate",
+         f"--config={ROOT}/configs/inception_v3.py:smoke", f"--checkpoint={tmp_path}/none",
+         f"--workdir={tmp_path}/out"],
+        env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: No checkpoint directory at {tmp_path}/none: pass the --workdir of a training run.")

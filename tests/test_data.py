@@ -8,8 +8,10 @@ import tensorflow_datasets as tfds
 
 from inception_jax.data import pipeline
 from inception_jax.data.preprocess import (
+    CROP_MAX_ATTEMPTS,
     crop_box,
     decode_train_crop,
+    distort_color,
     eval_preprocess,
     finish_train_crop,
     train_crop,
@@ -21,8 +23,8 @@ from inception_jax.data.shapes_dataset import CLASSES
 def data_cfg(tmp_path, **kw):
     c = ml_collections.ConfigDict(
         dict(name="inception_shapes", data_dir=str(tmp_path), image_size=24, train_split="train",
-             eval_split="test", shuffle_buffer=64, color_distortion=True, min_crop_area=0.3,
-             folder="", on_bad_image="error",
+             eval_split="test", shuffle_buffer=64, color_distortion=True,
+             color_distortion_mode="fast", min_crop_area=0.3, folder="", on_bad_image="error",
              builder=dict(image_size=20, num_train=40, num_test=13, seed=3))
     )
     c.update(kw)
@@ -54,12 +56,79 @@ def test_shapes_dataset_is_deterministic_and_balanced(shapes_dir, tmp_path):
 
 def test_train_preprocess_is_a_pure_function_of_the_seed():
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (40, 50, 3)), tf.uint8)
-    a = train_preprocess(image, 32, tf.constant([1, 2], tf.int64), True).numpy()
-    b = train_preprocess(image, 32, tf.constant([1, 2], tf.int64), True).numpy()
-    c = train_preprocess(image, 32, tf.constant([1, 3], tf.int64), True).numpy()
+    a = train_preprocess(image, 32, tf.constant([1, 2], tf.int64), "full").numpy()
+    b = train_preprocess(image, 32, tf.constant([1, 2], tf.int64), "full").numpy()
+    c = train_preprocess(image, 32, tf.constant([1, 3], tf.int64), "full").numpy()
     assert a.shape == (32, 32, 3) and a.dtype == np.float32
     assert a.min() >= -1.0 and a.max() <= 1.0
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def _slim_ops(image, names, seed):
+    """slim's colour operations with its deltas, each drawn from its own seed (as ours are)."""
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    ops = {
+        "brightness": lambda x: tf.image.stateless_random_brightness(x, 32.0 / 255.0, seeds[0]),
+        "saturation": lambda x: tf.image.stateless_random_saturation(x, 0.5, 1.5, seeds[1]),
+        "hue": lambda x: tf.image.stateless_random_hue(x, 0.2, seeds[2]),
+        "contrast": lambda x: tf.image.stateless_random_contrast(x, 0.5, 1.5, seeds[3]),
+    }
+    for name in names:
+        image = ops[name](image)
+    return tf.clip_by_value(image, 0.0, 1.0).numpy()
+
+
+def test_colour_distortion_follows_slim_fast_and_full_modes():
+    image = tf.constant(np.random.default_rng(1).uniform(0, 1, (16, 16, 3)), tf.float32)
+    # Fast (slim's default): brightness then saturation, no hue, no contrast.
+    seed = tf.constant([4, 2], tf.int64)
+    fast = distort_color(image, seed, "fast").numpy()
+    np.testing.assert_allclose(fast, _slim_ops(image, ["brightness", "saturation"], seed),
+                               atol=1e-6)
+    assert not np.allclose(fast, _slim_ops(image, ["saturation", "brightness"], seed), atol=1e-4)
+    # Full: one of slim's four orders of all four operations, drawn per image.
+    orders = [("brightness", "saturation", "hue", "contrast"),
+              ("saturation", "brightness", "contrast", "hue"),
+              ("contrast", "hue", "brightness", "saturation"),
+              ("hue", "saturation", "contrast", "brightness")]
+    seen = set()
+    for s in range(24):
+        seed = tf.constant([s, 9], tf.int64)
+        order_seed, ops_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        drawn = int(tf.random.stateless_uniform([], order_seed, 0, 4, tf.int32))
+        full = distort_color(image, seed, "full").numpy()
+        np.testing.assert_allclose(full, _slim_ops(image, orders[drawn], ops_seed), atol=1e-6)
+        seen.add(drawn)
+    assert seen == {0, 1, 2, 3}
+    # The orders give different images (brightness before or after saturation and hue).
+    assert not np.allclose(_slim_ops(image, orders[0], ops_seed),
+                           _slim_ops(image, orders[1], ops_seed), atol=1e-3)
+    with pytest.raises(ValueError, match="unknown colour distortion mode"):
+        distort_color(image, seed, "slim")
+
+
+def test_crop_box_makes_slims_100_attempts():
+    assert CROP_MAX_ATTEMPTS == 100
+
+    def tf_box(shape, seed, attempts):
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            shape, tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=seed,
+            min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.05, 1.0),
+            max_attempts=attempts, use_image_if_no_bounding_boxes=True)
+        return np.concatenate([begin[:2], size[:2]])
+
+    # A 1:10 strip: a box must cover >= 10% of it at aspect <= 4/3, so few sampled boxes fit
+    # and 10 attempts often give up (the whole image).
+    shape = tf.constant([30, 300, 3])
+    whole = np.array([0, 0, 30, 300])
+    ours, with_10 = [], []
+    for s in range(30):
+        seed = tf.constant([s, 0], tf.int64)
+        box = crop_box(shape, seed).numpy()
+        assert np.array_equal(box, tf_box(shape, seed, 100)), s
+        ours.append(np.array_equal(box, whole))
+        with_10.append(np.array_equal(tf_box(shape, seed, 10), whole))
+    assert sum(ours) < sum(with_10), (sum(ours), sum(with_10))
 
 
 def _encodings(image):
@@ -99,8 +168,8 @@ def test_decoding_only_the_crop_gives_the_pixels_of_a_whole_decode():
                 box = crop_box(tf.image.extract_jpeg_shape(encoded), box_seed, (0.05, 1.0))
                 bare = tf.image.decode_and_crop_jpeg(encoded, box, channels=3)
                 bare_differs += not np.array_equal(bare.numpy(), expected)
-        out = finish_train_crop(decode_train_crop(encoded, seed), 32, seed, True).numpy()
-        assert np.array_equal(out, train_preprocess(whole, 32, seed, True).numpy()), kind
+        out = finish_train_crop(decode_train_crop(encoded, seed), 32, seed, "fast").numpy()
+        assert np.array_equal(out, train_preprocess(whole, 32, seed, "fast").numpy()), kind
     assert bare_differs >= 6  # the margin matters for most boxes
 
 

@@ -66,6 +66,10 @@ def test_dead_network_watch_counts_consecutive_logs():
     watch = DeadNetworkWatch(patience=2)
     assert [watch.update(f) for f in (1.0, 0.5, 1.0, 1.0, 1.0)] == [False, False, False, True, True]
     assert not any(DeadNetworkWatch(patience=0).update(1.0) for _ in range(5))
+    # A threshold below 1 counts a map with a few flickering units as dead.
+    near = DeadNetworkWatch(patience=2, threshold=0.999)
+    assert [near.update(f) for f in (0.9999, 0.998, 0.9995, 1.0)] == [False, False, False, True]
+    assert not any(DeadNetworkWatch(patience=1).update(0.9999) for _ in range(3))
 
 
 def test_training_logs_health_and_stops_a_dead_network(tmp_path, capsys):

@@ -109,6 +109,24 @@ def test_weight_decay_moves_kernels_only():
     assert float(jnp.abs(updates["bn"]["bias"]).max()) == 0.0
 
 
+def test_kernels_and_biases_mask_decays_conv_and_dense_biases_not_batchnorms():
+    # slim's Inception-ResNet-v2 arg scope: L2 on the weights and biases of conv2d and
+    # fully_connected layers; BatchNorm's beta/gamma are never regularized.
+    tx = create_optimizer(optim_cfg(weight_decay=0.1, weight_decay_mask="kernels_and_biases"),
+                          lambda s: 1.0)
+    params = {"proj": {"kernel": jnp.ones(3), "bias": jnp.ones(3)},
+              "head": {"kernel": jnp.ones(3), "bias": jnp.ones(3)},
+              "b0_0": {"bn": {"scale": jnp.ones(3), "bias": jnp.ones(3)}}}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    decayed = -0.1 / np.sqrt(1.901)
+    for layer in ("proj", "head"):
+        for name in ("kernel", "bias"):
+            np.testing.assert_allclose(updates[layer][name], decayed, rtol=1e-5)
+    assert float(jnp.abs(updates["b0_0"]["bn"]["scale"]).max()) == 0.0
+    assert float(jnp.abs(updates["b0_0"]["bn"]["bias"]).max()) == 0.0
+
+
 def test_gradients_are_clipped_to_the_global_norm_before_rmsprop():
     tx = create_optimizer(optim_cfg(grad_clip_norm=2.0), lambda s: 1.0)
     params = {"w": jnp.zeros(2)}

@@ -278,6 +278,16 @@ ROWS = [
         lambda ctx: trainer.create_setup(tiny_config(ctx.data_dir,
                                                      **{"monitor.on_dead": "panic"})),
         r"^monitor\.on_dead must be 'stop' or 'warn', got 'panic'"),
+    Row("Dead-network threshold outside (0, 1]", CONFIG,
+        lambda ctx: trainer.create_setup(tiny_config(ctx.data_dir,
+                                                     **{"monitor.dead_threshold": 1.5})),
+        r"^monitor\.dead_threshold must be in \(0, 1\]"),
+    Row("Unknown residual mode", CONFIG,
+        lambda ctx: create("inception_resnet_v2", residual_mode="rezero"),
+        r"^InceptionResNetV2: residual_mode must be one of \('fixed', 'scalar', 'channel', 'bn'\)"),
+    Row("Unknown colour-distortion mode", CONFIG,
+        lambda ctx: pipeline.color_distortion(data(ctx, color_distortion_mode="slim")),
+        r"^data\.color_distortion_mode='slim': use 'fast' \(slim's default"),
     Row("Unknown optimizer", CONFIG,
         lambda ctx: optim.create_optimizer(tiny_config(ctx.data_dir, **{"optim.name": "adam"})
                                            .optim, lambda step: 0.1),
@@ -286,7 +296,8 @@ ROWS = [
         lambda ctx: optim.create_optimizer(
             tiny_config(ctx.data_dir, **{"optim.weight_decay_mask": "bn"}).optim,
             lambda step: 0.1),
-        r"^optim\.weight_decay_mask must be one of \('kernels', 'all', 'none'\)"),
+        r"^optim\.weight_decay_mask must be one of "
+        r"\('kernels', 'kernels_and_biases', 'all', 'none'\)"),
     Row("Learning-rate setting not positive", CONFIG,
         lambda ctx: optim.learning_rate_schedule(
             tiny_config(ctx.data_dir, **{"schedule.base_lr": 0.0}).schedule, 10, 32),

@@ -20,8 +20,10 @@ import pytest
 
 from inception_jax import checkpoint, trainer
 from inception_jax.checkpoint import Checkpointer, CheckpointError
+from inception_jax.data.bad_images import SKIPPED_LIST
 from inception_jax.preemption import Preemption
 from tests import kill_points
+from tests.damaged_folder import make_damaged_folder
 from tests.helpers import flags, run_env
 
 STEPS = 12  # checkpoints at 4, 8, 12; evaluations at 6, 12 (kill_points.SETTINGS)
@@ -337,3 +339,32 @@ def test_kills_before_the_first_checkpoint_between_two_and_during_evaluation(
 
     kill_points.run(data_dir, workdir, STEPS)
     assert_same_as(reference, workdir)
+
+
+@pytest.mark.slow
+def test_a_skip_run_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path):
+    """`data.on_bad_image=skip` on a folder with damaged images: a run SIGKILLed after its
+    second checkpoint and rerun ends bit-identical to one never stopped, and each damaged file
+    is listed once in WORKDIR/skipped_images.txt (training and evaluation alike)."""
+    root = tmp_path / "images"
+    damaged = make_damaged_folder(root, per_label=7)
+    steps = 8
+    knobs = {"data.name": "image_folder", "data.folder": str(root), "data.eval_split": "test",
+             "data.image_size": 75, "data.on_bad_image": "skip", "model.num_classes": 2,
+             "train.global_batch_size": 8, "train.eval_batch_size": 8, "train.num_steps": steps,
+             "train.checkpoint_every_steps": 2, "train.eval_every_steps": steps}
+    straight, killed, tfds = tmp_path / "straight", tmp_path / "killed", str(tmp_path / "tfds")
+    env = run_env(kill_points.DEVICES)
+    subprocess.run(flags(tfds, straight, **knobs), env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(flags(tfds, killed, **knobs), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_points.kill_when(proc, lambda: len(kill_points.checkpoint_steps(killed)) >= 2)
+    assert kill_points.checkpoint_steps(killed)[-1] < steps  # killed before the end
+    subprocess.run(flags(tfds, killed, **knobs), env=env, check=True, capture_output=True)
+
+    assert kill_points.differing_arrays(straight, killed, steps) == []
+    assert kill_points.final_eval(killed) == kill_points.final_eval(straight)
+    for workdir in (straight, killed):
+        lines = (workdir / SKIPPED_LIST).read_text().splitlines()
+        assert sorted(line.split("\t")[0] for line in lines) == sorted(
+            damaged["train"] + damaged["test"])

@@ -70,9 +70,12 @@ def test_one_step_on_8_devices_equals_one_step_on_1(data_dir):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path):
+    # With gradient accumulation and BatchNorm groups on (2 micro-batches of 8, groups of 4):
+    # the resumed run must continue with the same micro-batches. The plain step's resume after
+    # SIGKILL is tested at three kill points in test_resilience.py.
     steps = 40
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    args = dict(**{"train.num_steps": steps})
+    args = {"train.num_steps": steps, "train.grad_accum_steps": 2, "model.bn_group_size": 4}
     subprocess.run(flags(data_dir, straight, **args), env=run_env(), check=True,
                    capture_output=True, timeout=600)
 

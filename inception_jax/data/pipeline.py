@@ -2,7 +2,8 @@
 
 `data_cfg` (the config's `data` section) fields: `name` ("inception_shapes", "imagenet2012"
 or "image_folder"), `data_dir` (TFDS directory; None = TFDS default), `image_size` (model
-input), `train_split`, `eval_split`, `shuffle_buffer`, `color_distortion`, `min_crop_area`
+input), `train_split`, `eval_split`, `shuffle_buffer`, `color_distortion` (on/off) and
+`color_distortion_mode` (see `preprocess.distort_color`), `min_crop_area`
 (lower end of the random crop's area fraction), `folder` (root/split/label/*.jpg for
 image_folder) and `builder` (image_size, num_train, num_test, seed of inception_shapes).
 
@@ -38,12 +39,14 @@ from jax.experimental import multihost_utils
 from inception_jax.data.bad_images import BadImageError, BadImages, HostBatches, attempt
 from inception_jax.data.crops import check_scheme
 from inception_jax.data.preprocess import (
+    COLOR_MODES,
     decode_train_crop,
     eval_preprocess,
     finish_train_crop,
     train_crop,
 )
 from inception_jax.errors import UserError
+from inception_jax.sharding import local_batch_size
 
 DATASETS = ("inception_shapes", "imagenet2012", "image_folder")
 
@@ -138,13 +141,6 @@ def dataset_info(data_cfg: ml_collections.ConfigDict) -> DatasetInfo:
     )
 
 
-def _local_batch(global_batch_size: int) -> int:
-    p = jax.process_count()
-    if global_batch_size % p:
-        raise UserError(f"global batch {global_batch_size} is not divisible by {p} processes")
-    return global_batch_size // p
-
-
 def _raw(builder, split: Any) -> tf.data.Dataset:
     """Records in file order with the image still encoded."""
     return builder.as_dataset(
@@ -202,11 +198,23 @@ def _host_fields(example: dict, ok: tf.Tensor) -> dict:
             "encoded": tf.where(ok, empty, encoded)}
 
 
+def color_distortion(data_cfg: ml_collections.ConfigDict) -> str | None:
+    """The training colour distortion: `data.color_distortion_mode` ("fast", slim's default, or
+    "full") when `data.color_distortion` is on, else None; UserError for an unknown mode."""
+    mode = data_cfg.color_distortion_mode
+    if mode not in COLOR_MODES:
+        raise UserError(
+            f"data.color_distortion_mode={mode!r}: use 'fast' (slim's default: brightness and "
+            "saturation) or 'full' (brightness, saturation, hue and contrast in a random order)."
+        )
+    return mode if data_cfg.color_distortion else None
+
+
 def decode_and_augment(
     image: tf.Tensor,
     image_size: int,
     seed: tf.Tensor,
-    color_distortion: bool,
+    color_distortion: str | None,
     area_range: tuple[float, float] = (0.05, 1.0),
     guarded: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -327,11 +335,7 @@ def train_batches(
     bad_images = BadImages(data_cfg.on_bad_image, skipped_list)
     builder = get_builder(data_cfg)
     process = process or (jax.process_index(), jax.process_count())
-    if global_batch_size % process[1]:
-        raise UserError(
-            f"global batch {global_batch_size} is not divisible by {process[1]} processes"
-        )
-    local_b = global_batch_size // process[1]
+    local_b = local_batch_size(global_batch_size, process[1])
     records, per_process = process_records(
         builder, data_cfg.train_split, drop_remainder=True, process=process
     )
@@ -341,7 +345,7 @@ def train_batches(
             f"{data_cfg.name} has {per_process} training examples per process, fewer than one "
             f"batch of {local_b}; lower train.global_batch_size."
         )
-    size, color = data_cfg.image_size, data_cfg.color_distortion
+    size, color = data_cfg.image_size, color_distortion(data_cfg)
     area = (data_cfg.min_crop_area, 1.0)
     name = _namer(data_cfg, data_cfg.train_split)
 
@@ -395,7 +399,7 @@ def eval_batches(
     num_crops = check_scheme(crops)
     bad_images = BadImages(data_cfg.on_bad_image, skipped_list)
     builder = get_builder(data_cfg)
-    local_b = _local_batch(global_batch_size)
+    local_b = local_batch_size(global_batch_size)
     split = data_cfg.eval_split
     if max_examples:
         split = f"{split}[:{min(max_examples, _num_examples(builder, split))}]"

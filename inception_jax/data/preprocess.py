@@ -27,13 +27,54 @@ def _to_model_range(image: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 1.0) * 2.0 - 1.0
 
 
-def distort_color(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Random brightness, saturation, hue and contrast (stateless; image in [0, 1])."""
+# slim's colour distortion (inception_preprocessing.distort_color). "fast", slim's default
+# (preprocess_for_train(fast_mode=True) draws from 1 ordering): brightness then saturation.
+# "full" (fast_mode=False): all four operations in one of slim's 4 orders, drawn per image.
+COLOR_MODES = ("fast", "full")
+_FULL_ORDERS = (
+    ("brightness", "saturation", "hue", "contrast"),
+    ("saturation", "brightness", "contrast", "hue"),
+    ("contrast", "hue", "brightness", "saturation"),
+    ("hue", "saturation", "contrast", "brightness"),
+)
+# slim's sample_distorted_bounding_box attempts (distorted_bounding_box_crop's default).
+CROP_MAX_ATTEMPTS = 100
+
+
+def _color_op(name: str, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    if name == "brightness":
+        return tf.image.stateless_random_brightness(image, 32.0 / 255.0, seed)
+    if name == "saturation":
+        return tf.image.stateless_random_saturation(image, 0.5, 1.5, seed)
+    if name == "hue":
+        return tf.image.stateless_random_hue(image, 0.2, seed)
+    return tf.image.stateless_random_contrast(image, 0.5, 1.5, seed)
+
+
+def _apply_colors(image: tf.Tensor, names: tuple[str, ...], seed: tf.Tensor) -> tf.Tensor:
+    """The named operations in order, each with its own seed (split by operation name, so an
+    operation's draw is the same in every order)."""
     seeds = tf.random.experimental.stateless_split(seed, 4)
-    image = tf.image.stateless_random_brightness(image, 32.0 / 255.0, seeds[0])
-    image = tf.image.stateless_random_saturation(image, 0.5, 1.5, seeds[1])
-    image = tf.image.stateless_random_hue(image, 0.2, seeds[2])
-    image = tf.image.stateless_random_contrast(image, 0.5, 1.5, seeds[3])
+    index = {"brightness": 0, "saturation": 1, "hue": 2, "contrast": 3}
+    for name in names:
+        image = _color_op(name, image, seeds[index[name]])
+    return image
+
+
+def distort_color(image: tf.Tensor, seed: tf.Tensor, mode: str = "fast") -> tf.Tensor:
+    """slim's colour distortion of an image in [0, 1] (stateless): "fast" = random brightness
+    (±32/255) then saturation ([0.5, 1.5]); "full" = brightness, saturation, hue (±0.2) and
+    contrast ([0.5, 1.5]) in one of four orders drawn from the seed. Clipped to [0, 1]."""
+    if mode == "fast":
+        image = _apply_colors(image, _FULL_ORDERS[0][:2], seed)
+    elif mode == "full":
+        order_seed, ops_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        order = tf.random.stateless_uniform([], order_seed, 0, len(_FULL_ORDERS), tf.int32)
+        image = tf.switch_case(order, [
+            (lambda names=names: _apply_colors(image, names, ops_seed)) for names in _FULL_ORDERS
+        ])
+    else:
+        raise ValueError(f"unknown colour distortion mode {mode!r}; one of {COLOR_MODES}")
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
@@ -54,7 +95,7 @@ def crop_box(
         min_object_covered=0.1,
         aspect_ratio_range=aspect_range,
         area_range=area_range,
-        max_attempts=10,
+        max_attempts=CROP_MAX_ATTEMPTS,
         use_image_if_no_bounding_boxes=True,
     )
     return tf.concat([begin[:2], size[:2]], axis=0)
@@ -102,14 +143,15 @@ def decode_train_crop(
 
 
 def finish_train_crop(
-    crop: tf.Tensor, image_size: int, seed: tf.Tensor, color_distortion: bool
+    crop: tf.Tensor, image_size: int, seed: tf.Tensor, color_distortion: str | None
 ) -> tf.Tensor:
-    """Resize a training crop to `image_size`, random flip, optional colour distortion."""
+    """Resize a training crop to `image_size`, random flip, colour distortion (a mode of
+    `distort_color`, or None for none)."""
     seeds = _seeds(seed)
     image = tf.image.resize(_to_unit_range(crop), [image_size, image_size], "bilinear")
     image = tf.image.stateless_random_flip_left_right(image, seeds[1])
     if color_distortion:
-        image = distort_color(image, seeds[2])
+        image = distort_color(image, seeds[2], color_distortion)
     image.set_shape([image_size, image_size, 3])
     return _to_model_range(image)
 
@@ -128,7 +170,7 @@ def train_preprocess(
     image: tf.Tensor,
     image_size: int,
     seed: tf.Tensor,
-    color_distortion: bool,
+    color_distortion: str | None,
     area_range: tuple[float, float] = (0.05, 1.0),
     aspect_range: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tf.Tensor:

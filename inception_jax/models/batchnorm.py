@@ -28,6 +28,7 @@ class GroupedBatchNorm(nn.Module):
     momentum: float = 0.99
     epsilon: float = 1e-3
     use_scale: bool = True
+    scale_init: Any = nn.initializers.ones
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -36,7 +37,7 @@ class GroupedBatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
         scale = (
-            self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+            self.param("scale", self.scale_init, (features,), jnp.float32)
             if self.use_scale else None
         )
         bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from inception_jax.models.network import InceptionNet, check_blocks, check_scales, require
+from inception_jax.models.network import InceptionResNet, check_blocks, require
 from inception_jax.models.specs import (
     AVG_POOL,
     BlockSpec,
@@ -42,27 +42,26 @@ def _block8(residual: Residual) -> BlockSpec:
     return block([conv(192)], [conv(192), conv(224, (1, 3)), conv(256, (3, 1))], residual=residual)
 
 
-class InceptionResNetV2(InceptionNet):
+class InceptionResNetV2(InceptionResNet):
     """Inception-ResNet-v2.
 
     `blocks`: residual blocks per stage (35×35, 17×17, 8×8); None takes the layout's default
     (released 10/20/10, of which the last 8×8 block is slim's final block8 with scale 1 and
-    no ReLU; paper 5/10/5). `residual_scales`: per-stage factor on the residual branch.
+    no ReLU; paper 5/10/5). `residual_scales` / `residual_mode`: see `InceptionResNet`.
     """
 
     layout: str = "released"
     blocks: tuple[int, int, int] | None = None
-    residual_scales: tuple[float, float, float] = (0.17, 0.10, 0.20)
 
     aux_after = "block17"
 
     def validate(self) -> None:
+        super().validate()
         name = type(self).__name__
         require(
             self.layout in LAYOUTS, f"{name}: layout must be one of {LAYOUTS}, got {self.layout!r}"
         )
         check_blocks(name, self.stage_blocks)
-        check_scales(name, self.residual_scales)
         require(
             self.layout != "released" or self.stage_blocks[2] >= 1,
             f"{name}: the released layout needs >= 1 block in the 8x8 stage (its final block8)",
@@ -75,7 +74,7 @@ class InceptionResNetV2(InceptionNet):
 
     def units(self) -> list[Unit]:
         a, b, c = self.stage_blocks
-        s35, s17, s8 = (Residual(s) for s in self.residual_scales)
+        s35, s17, s8 = self.stage_residuals()
         if self.layout == "paper":
             return [
                 *inception_v4_stem(),

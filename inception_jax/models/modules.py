@@ -139,19 +139,28 @@ class ConvBN(nn.Module):
             platform=o.platform,
             name="conv",
         )(x)
-        bn_kwargs = dict(
-            use_running_average=not o.train,
-            momentum=o.bn_momentum,
-            epsilon=o.bn_epsilon,
-            use_scale=o.bn_scale,
-            dtype=o.dtype,
-            name="bn",
-        )
-        if o.bn_group_size:
-            x = GroupedBatchNorm(group_size=o.bn_group_size, **bn_kwargs)(x)
-        else:  # whole-batch statistics: Flax's own BatchNorm, bit for bit
-            x = nn.BatchNorm(**bn_kwargs)(x)
-        return nn.relu(x)
+        return nn.relu(batch_norm(o, "bn")(x))
+
+
+def batch_norm(
+    opts: Options, name: str, use_scale: bool | None = None,
+    scale_init: Any = nn.initializers.ones,
+) -> nn.Module:
+    """The BatchNorm of every layer: per-group statistics when `bn_group_size` is set, else
+    Flax's own `nn.BatchNorm` over the whole batch (bit for bit). `use_scale` defaults to the
+    network's `bn_scale`."""
+    kwargs = dict(
+        use_running_average=not opts.train,
+        momentum=opts.bn_momentum,
+        epsilon=opts.bn_epsilon,
+        use_scale=opts.bn_scale if use_scale is None else use_scale,
+        scale_init=scale_init,
+        dtype=opts.dtype,
+        name=name,
+    )
+    if opts.bn_group_size:
+        return GroupedBatchNorm(group_size=opts.bn_group_size, **kwargs)
+    return nn.BatchNorm(**kwargs)
 
 
 def pool(x: jnp.ndarray, spec: Pool, opts: Options) -> jnp.ndarray:
@@ -175,6 +184,13 @@ class InceptionBlock(nn.Module):
     A block with a structure of its own subclasses this module, overrides `branch` (one
     branch's layers) or `merge` (branch outputs → block output), and is named by its spec's
     `module` field: its convs keep their spec names, so the weight importers still fit.
+
+    What multiplies the residual branch follows `Residual.mode`: "fixed", the constant
+    `scale` (paper §3.3: 0.1-0.3); "scalar", a learned scalar `residual_scale` initialised at
+    `scale` (SkipInit, De & Smith 2020; ReZero, Bachlechner et al. 2020, at 0); "channel", a
+    learned per-channel `residual_scale` (LayerScale, Touvron et al. 2021, CaiT); "bn", a
+    BatchNorm `proj_bn` on the branch with γ initialised at `scale` (a BN ending each residual
+    branch as in ResNet; γ=0 is Goyal et al. 2017's zero-γ), and `proj` without bias.
     """
 
     spec: BlockSpec
@@ -202,11 +218,21 @@ class InceptionBlock(nn.Module):
         res = self.spec.residual
         if res is None:
             return y
+        features = x.shape[-1]
         y = Conv2D(
-            x.shape[-1], (1, 1), use_bias=True, dtype=self.opts.dtype,
+            features, (1, 1), use_bias=res.mode != "bn", dtype=self.opts.dtype,
             conv_impl=self.opts.conv_impl, platform=self.opts.platform, name="proj",
         )(y)
-        branch = jnp.asarray(res.scale, y.dtype) * y
+        init = nn.initializers.constant(res.scale)
+        if res.mode == "bn":
+            branch = batch_norm(self.opts, "proj_bn", use_scale=True, scale_init=init)(y)
+        elif res.mode in ("scalar", "channel"):
+            shape = () if res.mode == "scalar" else (features,)
+            branch = self.param("residual_scale", init, shape, jnp.float32).astype(y.dtype) * y
+        elif res.mode == "fixed":
+            branch = jnp.asarray(res.scale, y.dtype) * y
+        else:
+            raise ValueError(f"unknown residual mode {res.mode!r}")
         if self.is_mutable_collection("monitor"):  # only when the health monitor asks
             rms = lambda t: jnp.sqrt(jnp.mean(jnp.square(t.astype(jnp.float32))))
             self.sow("monitor", "branch_rms", rms(branch))

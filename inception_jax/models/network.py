@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from inception_jax.errors import UserError
 from inception_jax.models.modules import CONV_IMPLS, PLATFORMS, AuxHead, Options, apply_block
-from inception_jax.models.specs import Unit, min_input_size
+from inception_jax.models.specs import RESIDUAL_MODES, Residual, Unit, min_input_size
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -168,10 +168,36 @@ def check_blocks(name: str, blocks: Any, count: int = 3) -> None:
     )
 
 
-def check_scales(name: str, scales: Any) -> None:
-    """Validates a `residual_scales` knob (one positive float per stage)."""
-    require(
-        isinstance(scales, (tuple, list)) and len(scales) == 3 and all(s > 0 for s in scales),
-        f"{name}: residual_scales must be 3 positive numbers (35x35, 17x17, 8x8 stages), "
-        f"got {scales!r}",
-    )
+class InceptionResNet(InceptionNet):
+    """Base of the Inception-ResNets: the knobs of their residual branches.
+
+    `residual_scales`: per stage (35×35, 17×17, 8×8), the factor on the residual branch, or
+    the initial value of what `residual_mode` learns in its place: "fixed" (the paper: a
+    constant), "scalar" (a learned scalar per block; SkipInit/ReZero), "channel" (a learned
+    per-channel scale; LayerScale) or "bn" (a BatchNorm ending the branch, γ starting there).
+    See `InceptionBlock` for the references.
+    """
+
+    residual_scales: tuple[float, float, float] = (0.17, 0.10, 0.20)
+    residual_mode: str = "fixed"
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        require(
+            self.residual_mode in RESIDUAL_MODES,
+            f"{name}: residual_mode must be one of {RESIDUAL_MODES}, got {self.residual_mode!r}",
+        )
+        # A learned scale may start at 0 (ReZero); a fixed one of 0 would delete the branch.
+        low, words = (0.0, "non-negative") if self.residual_mode != "fixed" else (None, "positive")
+        scales = self.residual_scales
+        require(
+            isinstance(scales, (tuple, list)) and len(scales) == 3
+            and all(isinstance(s, (int, float)) and (s >= 0 if low == 0.0 else s > 0)
+                    for s in scales),
+            f"{name}: residual_scales must be 3 {words} numbers (35x35, 17x17, 8x8 stages) "
+            f"with residual_mode={self.residual_mode!r}, got {scales!r}",
+        )
+
+    def stage_residuals(self) -> tuple[Residual, Residual, Residual]:
+        """The residual spec of each stage's blocks."""
+        return tuple(Residual(s, mode=self.residual_mode) for s in self.residual_scales)

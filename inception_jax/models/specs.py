@@ -52,12 +52,22 @@ Layer = Conv | Pool | Split
 Branches = tuple[tuple[Layer, ...], ...]
 
 
+RESIDUAL_MODES = ("fixed", "scalar", "channel", "bn")
+
+
 @dataclasses.dataclass(frozen=True)
 class Residual:
-    """Makes a block residual: 1×1 linear up-projection (with bias), × scale, add, ReLU."""
+    """Makes a block residual: 1×1 linear up-projection (with bias), × scale, add, ReLU.
+
+    `mode` says what multiplies the branch (see `InceptionBlock.merge`): "fixed" the constant
+    `scale` (the paper); "scalar" a learned scalar initialised at `scale` (SkipInit / ReZero);
+    "channel" a learned per-channel vector initialised at `scale` (LayerScale); "bn" a
+    BatchNorm on the branch whose γ starts at `scale` (the projection then has no bias).
+    """
 
     scale: float
     activate: bool = True
+    mode: str = "fixed"
 
 
 @dataclasses.dataclass(frozen=True)
