@@ -30,7 +30,9 @@ def _stage_io(name, mode, scale, train=False, **knobs):
     return inter[before][0], inter["block35_out"][0], variables, model, x
 
 
-@pytest.mark.parametrize("name", ["inception_resnet_v1", "inception_resnet_v2"])
+# IR-v1 only: both networks take their residual knobs from `InceptionResNet` and run the
+# same `InceptionBlock.merge` (test_bad_residual_knobs checks IR-v2 takes them).
+@pytest.mark.parametrize("name", ["inception_resnet_v1"])
 @pytest.mark.parametrize("mode", ["scalar", "channel"])
 def test_a_learned_scale_at_zero_makes_a_residual_stage_the_identity(name, mode):
     # ReZero: scale 0 at init, so block35 returns its (ReLU, non-negative) input unchanged.
@@ -88,6 +90,8 @@ def test_branch_batchnorm_normalises_the_branch_and_drops_the_projection_bias():
 def test_bad_residual_knobs_are_refused():
     with pytest.raises(UserError, match="residual_mode must be one of"):
         create("inception_resnet_v2", residual_mode="rezero")
+    assert create("inception_resnet_v2", residual_mode="scalar").stage_residuals()[0].mode \
+        == "scalar"
     with pytest.raises(UserError, match="3 positive numbers.*'fixed'"):
         create("inception_resnet_v1", residual_scales=(0.0, 0.1, 0.1))
     create("inception_resnet_v1", residual_mode="scalar", residual_scales=(0.0, 0.0, 0.0))
