@@ -25,6 +25,26 @@ def test_residual_scaling_sweep_expands_to_named_runs():
     assert len(full) == 4 * 2 * 2 and len({r.name for r in full}) == 16
 
 
+def test_death_sweep_crosses_fixed_and_learned_scales_with_two_seeds():
+    runs = expand(load_sweep(str(ROOT / "configs/sweeps/residual_scaling.py:death")))
+    names = [r.name for r in runs]
+    assert names == [f"{v},seed={seed}" for v in ("fixed=1.0", "fixed=0.3", "fixed=0.2",
+                                                   "fixed=0.1", "scalar=0", "channel=0.1")
+                     for seed in (0, 1)]
+    for run in runs:  # the regime: five 8x8 blocks of 1,075 filters at lr 0.25, death rule
+        assert run.overrides["model.blocks"] == (1, 2, 5) and run.overrides["model.width"] == 0.6
+        assert run.overrides["schedule.base_lr"] == 0.25
+        assert run.overrides["monitor.dead_threshold"] == 0.99
+        assert run.overrides["monitor.on_dead"] == "stop"
+    learned = {r.overrides.get("model.residual_mode", "fixed") for r in runs}
+    assert learned == {"fixed", "scalar", "channel"}
+    rezero = next(r for r in runs if r.name == "scalar=0,seed=0")
+    assert rezero.overrides["model.residual_scales"] == (0.0, 0.0, 0.0)
+    shallow = expand(load_sweep(str(ROOT / "configs/sweeps/residual_scaling.py:death_shallow")))
+    assert len(shallow) == 14 and shallow[0].overrides["model.blocks"] == (1, 2, 1)
+    assert shallow[0].overrides["schedule.base_lr"] == 0.45
+
+
 def test_variants_cross_the_axes():
     runs = expand(load_sweep(str(ROOT / "configs/sweeps/residual_vs_plain.py:cpu")))
     assert [r.name for r in runs] == ["inception_resnet_v1,seed=0", "inception_resnet_v1,seed=1",

@@ -6,9 +6,12 @@ ImageNet scale (IR-v2 at widths that put 2,080-3,120 filters in the 8x8 stage, 2
 CPU reproduction (4 runs, IR-v1 at width 0.6 = 1,075 filters in the 8x8 stage, ~20 min):
     python -m inception_jax.sweep --sweep=configs/sweeps/residual_scaling.py:cpu \\
         --workdir=sweeps/residual_scaling_cpu
-Death on a CPU (14 runs: fixed scales 1.0/0.3/0.2/0.1 and learned scales, 2 seeds):
+Death on a CPU (12 runs: fixed scales 1.0/0.3/0.2/0.1 and two learned scales, 2 seeds):
     python -m inception_jax.sweep --sweep=configs/sweeps/residual_scaling.py:death \\
         --workdir=sweeps/residual_scaling_death
+The first regime tried (14 runs, one 8x8 block at 10x the rate; every scale damaged):
+    python -m inception_jax.sweep --sweep=configs/sweeps/residual_scaling.py:death_shallow \\
+        --workdir=sweeps/residual_scaling_death_shallow
 """
 
 SCALES = [(1.0, 1.0, 1.0), (0.3, 0.3, 0.3), (0.2, 0.2, 0.2), (0.1, 0.1, 0.1)]
@@ -16,7 +19,7 @@ SCALES = [(1.0, 1.0, 1.0), (0.3, 0.3, 0.3), (0.2, 0.2, 0.2), (0.1, 0.1, 0.1)]
 
 def get_sweep(arg: str | None = None) -> dict:
     """The sweep; arg "cpu" is the small reproduction, "death" the regime where an unscaled
-    network dies on a CPU."""
+    network dies on a CPU and scaled ones train, "death_shallow" the first regime tried."""
     if arg in (None, ""):
         return {
             "config": "configs/inception_resnet_v2.py",
@@ -40,41 +43,56 @@ def get_sweep(arg: str | None = None) -> dict:
         }
     if arg == "death":
         return death_sweep()
-    raise ValueError(f"unknown sweep variant {arg!r}; use 'cpu', 'death' or nothing")
+    if arg == "death_shallow":
+        return death_sweep(shallow=True)
+    raise ValueError(
+        f"unknown sweep variant {arg!r}; use 'cpu', 'death', 'death_shallow' or nothing")
 
 
-# The regime in which an unscaled Inception-ResNet dies on a 2-core CPU (README, "Residual
-# scaling"): the :cpu network at 10x the paper's per-replica learning rate (what linear
-# scaling gives a large batch), no decay within the run.
-DEATH_LR = 0.45
+# The regime in which an unscaled Inception-ResNet dies on a 2-core CPU and scaled ones train
+# (README, "Death on a CPU"): the :cpu network with five blocks in its 8x8 stage (1,075 filters,
+# > 1,000), at 5.6x the paper's per-replica learning rate (linear scaling to a large batch) and
+# no decay within the run.
+DEATH_LR = 0.25
 DEATH_FIXED = {
     "model.width": 0.6,  # 8x8 stage: 1,075 filters (> 1,000)
-    "model.blocks": (1, 2, 1),
+    "model.blocks": (1, 2, 5),  # the 8x8 stage deep enough for unscaled residuals to pile up
     "schedule.base_lr": DEATH_LR,
     "schedule.decay_epochs": 100.0,
-    "train.num_steps": 300,
+    "train.num_steps": 400,
     "train.log_every_steps": 10,
     "train.eval_every_steps": 100,
-    "train.checkpoint_every_steps": 300,
+    "train.checkpoint_every_steps": 400,
     # Dead = at least 99% of the pre-pool map is zero for 3 logs running; the run then stops.
     "monitor.dead_threshold": 0.99,
     "monitor.dead_patience": 3,
     "monitor.on_dead": "stop",
 }
-# Fixed scales (the paper) and learned ones starting at 1.0 (SkipInit/ReZero-style scalar,
-# LayerScale-style per channel, a BatchNorm ending the branch).
+# Fixed scales (the paper) and learned ones: a per-block scalar starting at 0 (ReZero; SkipInit
+# learns the same scalar) and a per-channel scale starting at 0.1 (LayerScale).
 DEATH_VARIANTS = [
+    *({"name": f"fixed={s}", "model.residual_scales": (s, s, s)} for s in (1.0, 0.3, 0.2, 0.1)),
+    {"name": "scalar=0", "model.residual_mode": "scalar", "model.residual_scales": (0.0,) * 3},
+    {"name": "channel=0.1", "model.residual_mode": "channel",
+     "model.residual_scales": (0.1,) * 3},
+]
+# The first regime tried (2026-11-24, README): one 8x8 block, 10x the paper's rate, 300 steps.
+# There every scale is damaged and the scale only orders the death step.
+SHALLOW_FIXED = {**DEATH_FIXED, "model.blocks": (1, 2, 1), "schedule.base_lr": 0.45,
+                 "train.num_steps": 300, "train.checkpoint_every_steps": 300}
+SHALLOW_VARIANTS = [
     *({"name": f"fixed={s}", "model.residual_scales": (s, s, s)} for s in (1.0, 0.3, 0.2, 0.1)),
     *({"name": f"{mode}=1.0", "model.residual_mode": mode, "model.residual_scales": (1.0,) * 3}
       for mode in ("scalar", "channel", "bn")),
 ]
 
 
-def death_sweep() -> dict:
-    """Scale 1.0 vs 0.3/0.2/0.1 and learned scales, 2 seeds each (14 runs)."""
+def death_sweep(shallow: bool = False) -> dict:
+    """Fixed scales 1.0/0.3/0.2/0.1 and two learned scales, 2 seeds each (12 runs); `shallow`:
+    the first regime tried (14 runs)."""
     return {
         "config": "configs/inception_resnet_v1.py:smoke",
-        "fixed": DEATH_FIXED,
-        "variants": DEATH_VARIANTS,
+        "fixed": SHALLOW_FIXED if shallow else DEATH_FIXED,
+        "variants": SHALLOW_VARIANTS if shallow else DEATH_VARIANTS,
         "axes": {"seed": [0, 1]},
     }
