@@ -53,6 +53,12 @@ TINY = {
 }
 
 
+# The runs of two processes (jax.distributed over gloo) in test_train.py and test_resilience.py
+# use the same knobs, so they compile the same programs (whichever pair runs second may load
+# them from the compilation cache). No test of theirs reads the dead-unit monitor.
+TWO_PROCESSES = {"monitor.enabled": False}
+
+
 def tiny_config(data_dir, **overrides):
     config = inception_resnet_v2.get_config("smoke")
     settings = {**TINY, "data.data_dir": data_dir, **overrides}

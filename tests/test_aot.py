@@ -39,6 +39,7 @@ def test_topology_names_are_checked():
 
 
 @needs_libtpu
+@pytest.mark.slow
 def test_train_step_memory_and_collectives_follow_the_mesh(devices, tmp_path):
     assert len(devices) == 4 and devices[0].platform == "tpu"
     results = {}

@@ -15,6 +15,7 @@ from tests.helpers import ROOT, run_env
 pytest.importorskip("timm")
 
 
+@pytest.mark.slow
 def test_harness_reports_every_field():
     config = inception_v3.get_config()
     config.data.image_size = 75
@@ -43,6 +44,7 @@ def test_harness_reports_every_field():
     assert "ours/timm" in text and "input pipeline" in text
 
 
+@pytest.mark.slow
 def test_keras_peer_runs_on_the_jax_backend():
     """Keras' InceptionV3 train and predict steps, in a process whose Keras runs on JAX (this
     one may have imported Keras with another backend)."""
@@ -77,6 +79,7 @@ def test_ratios_and_table_name_each_peer():
     assert evaluation["ratio_vs_keras"] == 2.0 and "ratio_vs_timm" not in evaluation
 
 
+@pytest.mark.slow
 def test_cli_writes_json_and_table(tmp_path):
     out = tmp_path / "b.json"
     proc = subprocess.run(

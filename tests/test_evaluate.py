@@ -110,11 +110,14 @@ def trained(tmp_path_factory):
     """A tiny training run (2 steps, eval at the end): its data dir and workdir."""
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     workdir = tmp_path_factory.mktemp("run")
-    subprocess.run(flags(data_dir, workdir, **{"train.num_steps": 2}), env=run_env(),
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The monitor off as in tests/kill_points.py: the same compiled programs as those runs.
+    subprocess.run(flags(data_dir, workdir, **{"train.num_steps": 2, "monitor.enabled": False}),
+                   env=run_env(), check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     return data_dir, workdir
 
 
+@pytest.mark.slow
 def test_evaluation_of_a_checkpoint_equals_the_trainers_own_eval(trained):
     from inception_jax.evaluation import evaluate
 
@@ -138,6 +141,7 @@ def evaluate_cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_evaluate_cli_writes_json_and_refuses_bad_input(trained, tmp_path):
     data_dir, workdir = trained
     settings = [f"--config.data.data_dir={data_dir}", "--config.data.builder.image_size=32",

@@ -72,6 +72,7 @@ def test_dead_network_watch_counts_consecutive_logs():
     assert not any(DeadNetworkWatch(patience=1).update(0.9999) for _ in range(3))
 
 
+@pytest.mark.slow
 def test_training_logs_health_and_stops_a_dead_network(tmp_path, capsys):
     knobs = {"width": 0.125, "blocks": (1, 1, 1), "num_classes": 10}
     model = create("inception_resnet_v2", **knobs)

@@ -93,7 +93,8 @@ def test_fine_tuning_from_imported_weights_on_the_builtin_data(imported, tmp_pat
          "--config.data.builder.image_size=32", "--config.data.builder.num_train=64",
          "--config.data.builder.num_test=16", "--config.train.num_steps=2",
          "--config.train.global_batch_size=8", "--config.train.eval_batch_size=8",
-         "--config.train.eval_every_steps=0", "--config.train.checkpoint_every_steps=2"],
+         "--config.train.eval_every_steps=0", "--config.train.checkpoint_every_steps=2",
+         "--config.monitor.enabled=False"],
         env=run_env(), capture_output=True, text=True, cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-3000:]
