@@ -53,10 +53,11 @@ TINY = {
 }
 
 
-# The runs of two processes (jax.distributed over gloo) in test_train.py and test_resilience.py
-# use the same knobs, so they compile the same programs (whichever pair runs second may load
-# them from the compilation cache). No test of theirs reads the dead-unit monitor.
-TWO_PROCESSES = {"monitor.enabled": False}
+# For runs whose test reads no dead-unit scalar: one compiled program fewer per run. Runs with
+# the same knobs compile the same programs (the two-process runs of test_train.py and
+# test_resilience.py; tests/kill_points.py and test_evaluate.py's fixture), so whichever runs
+# second may load them from the compilation cache.
+NO_MONITOR = {"monitor.enabled": False}
 
 
 def tiny_config(data_dir, **overrides):

@@ -19,7 +19,7 @@ from inception_jax.finetune import merge_pretrained
 from inception_jax.interop.common import WeightImportError
 from inception_jax.models import create
 from inception_jax.weights import read_weights, save_weights
-from tests.helpers import ROOT, flags, random_variables, run_env, tiny_config
+from tests.helpers import NO_MONITOR, ROOT, flags, random_variables, run_env, tiny_config
 
 SMALL = {"inception_v3": {"width": 0.25, "num_classes": 10},
          "inception_resnet_v2": {"width": 0.125, "blocks": (1, 1, 1), "num_classes": 10}}
@@ -111,7 +111,7 @@ def trained(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     workdir = tmp_path_factory.mktemp("run")
     # The monitor off as in tests/kill_points.py: the same compiled programs as those runs.
-    subprocess.run(flags(data_dir, workdir, **{"train.num_steps": 2, "monitor.enabled": False}),
+    subprocess.run(flags(data_dir, workdir, **{"train.num_steps": 2, **NO_MONITOR}),
                    env=run_env(), check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     return data_dir, workdir

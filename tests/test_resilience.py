@@ -24,7 +24,7 @@ from inception_jax.data.bad_images import SKIPPED_LIST
 from inception_jax.preemption import Preemption
 from tests import kill_points
 from tests.damaged_folder import make_damaged_folder
-from tests.helpers import TWO_PROCESSES, flags, run_env
+from tests.helpers import NO_MONITOR, flags, run_env
 
 STEPS = 12  # checkpoints at 4, 8, 12; evaluations at 6, 12 (kill_points.SETTINGS)
 SIGTERM_LINE = re.compile(r"SIGTERM: saving step (\d+) and stopping")
@@ -294,7 +294,7 @@ def _free_port():
 def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data_dir, tmp_path):
     port, workdir = _free_port(), tmp_path / "two"
     settings = {"train.num_steps": 500, "train.checkpoint_every_steps": 1000,
-                **TWO_PROCESSES}
+                **NO_MONITOR}
     procs = [
         subprocess.Popen(
             flags(data_dir, workdir, **settings)
@@ -355,8 +355,7 @@ def test_a_skip_run_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path):
     knobs = {"data.name": "image_folder", "data.folder": str(root), "data.eval_split": "test",
              "data.image_size": 75, "data.on_bad_image": "skip", "model.num_classes": 2,
              "train.global_batch_size": 8, "train.eval_batch_size": 8, "train.num_steps": steps,
-             "train.checkpoint_every_steps": 2, "train.eval_every_steps": steps,
-             "monitor.enabled": False}
+             "train.checkpoint_every_steps": 2, "train.eval_every_steps": steps, **NO_MONITOR}
     straight, killed, tfds = tmp_path / "straight", tmp_path / "killed", str(tmp_path / "tfds")
     env = run_env(kill_points.DEVICES)
     subprocess.run(flags(tfds, straight, **knobs), env=env, check=True, capture_output=True)

@@ -14,7 +14,7 @@ from inception_jax import sharding
 from inception_jax.checkpoint import CheckpointError
 from inception_jax.data.pipeline import DatasetNotPreparedError, train_batches
 from inception_jax.trainer import NonFiniteLossError, create_setup, train_and_evaluate
-from tests.helpers import TWO_PROCESSES, flags, run_env, tiny_config
+from tests.helpers import NO_MONITOR, flags, run_env, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path):
     steps = 20
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     args = {"train.num_steps": steps, "train.grad_accum_steps": 2, "model.bn_group_size": 4,
-            "monitor.enabled": False}
+            **NO_MONITOR}
     subprocess.run(flags(data_dir, straight, **args), env=run_env(), check=True,
                    capture_output=True, timeout=600)
 
@@ -168,7 +168,7 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
     workdir = tmp_path / "two"
     procs = [
         subprocess.Popen(
-            flags(data_dir, workdir, **{"train.num_steps": steps, **TWO_PROCESSES})
+            flags(data_dir, workdir, **{"train.num_steps": steps, **NO_MONITOR})
             + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                f"--process_id={i}", "--cpu_collectives=gloo"],
             env=run_env(devices=1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -68,10 +68,14 @@ DEATH_FIXED = {
     "monitor.dead_patience": 3,
     "monitor.on_dead": "stop",
 }
-# Fixed scales (the paper) and learned ones: a per-block scalar starting at 0 (ReZero; SkipInit
-# learns the same scalar) and a per-channel scale starting at 0.1 (LayerScale).
+# The paper's fixed scales, in both death sweeps.
+FIXED_VARIANTS = [
+    {"name": f"fixed={s}", "model.residual_scales": (s, s, s)} for s in (1.0, 0.3, 0.2, 0.1)
+]
+# Fixed scales and learned ones: a per-block scalar starting at 0 (ReZero; SkipInit learns the
+# same scalar) and a per-channel scale starting at 0.1 (LayerScale).
 DEATH_VARIANTS = [
-    *({"name": f"fixed={s}", "model.residual_scales": (s, s, s)} for s in (1.0, 0.3, 0.2, 0.1)),
+    *FIXED_VARIANTS,
     {"name": "scalar=0", "model.residual_mode": "scalar", "model.residual_scales": (0.0,) * 3},
     {"name": "channel=0.1", "model.residual_mode": "channel",
      "model.residual_scales": (0.1,) * 3},
@@ -81,7 +85,7 @@ DEATH_VARIANTS = [
 SHALLOW_FIXED = {**DEATH_FIXED, "model.blocks": (1, 2, 1), "schedule.base_lr": 0.45,
                  "train.num_steps": 300, "train.checkpoint_every_steps": 300}
 SHALLOW_VARIANTS = [
-    *({"name": f"fixed={s}", "model.residual_scales": (s, s, s)} for s in (1.0, 0.3, 0.2, 0.1)),
+    *FIXED_VARIANTS,
     *({"name": f"{mode}=1.0", "model.residual_mode": mode, "model.residual_scales": (1.0,) * 3}
       for mode in ("scalar", "channel", "bn")),
 ]
