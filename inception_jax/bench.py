@@ -428,8 +428,8 @@ def table(result: dict[str, Any]) -> str:
 def main(argv: list[str]) -> None:
     del argv
     cli.setup()
-    # Compile times must be compilations, not loads from the persistent cache.
-    jax.config.update("jax_enable_compilation_cache", False)
+    # Compile times must be compilations, not loads from the persistent cache (unless asked).
+    jax.config.update("jax_enable_compilation_cache", _COMPILE_CACHE.value)
     for mode in _TIMM.value:
         if mode not in ("eager", "compile"):
             raise UserError(f"--timm takes eager and/or compile, got {mode!r}.")
@@ -459,6 +459,9 @@ if __name__ == "__main__":  # flags exist only when run as a command
     _TIMM = flags.DEFINE_list("timm", ["eager"], "timm modes: eager, compile; empty: no timm.")
     _KERAS = flags.DEFINE_bool("keras", True, "Compare with Keras on the JAX backend.")
     _PIPELINE = flags.DEFINE_bool("pipeline", False, "Also time the input pipeline.")
+    _COMPILE_CACHE = flags.DEFINE_bool(
+        "compile_cache", False, "Load compilations from JAX's persistent cache (compile_s then "
+        "times the load): for repeated smoke runs, not for compile-time figures.")
     _OUT = flags.DEFINE_string("out", None, "JSON output (default bench_results/<setting>.json).")
     flags.mark_flags_as_required(["config"])
     app.run(main)

@@ -17,10 +17,10 @@ end `OUT/grid.json` holds every result and every failure, and `OUT/grid.txt` the
 that is also printed. The exit status is 1 when some setting failed (the others are still
 reported).
 
-By default the runs get `JAX_ENABLE_COMPILATION_CACHE=false`, so that the compile times are
-real compilations rather than loads from the persistent cache (`--compile_cache` keeps it),
-and, when timm runs, `XLA_PYTHON_CLIENT_PREALLOCATE=false`, so that JAX does not take 75% of
-the GPU's memory before timm's model, in the same process, asks for its share.
+The compile times are real compilations, not loads from JAX's persistent cache, unless
+`--compile_cache` (passed on to each run) lets the runs load them. When timm runs, the runs get
+`XLA_PYTHON_CLIENT_PREALLOCATE=false`, so that JAX does not take 75% of the GPU's memory
+before timm's model, in the same process, asks for its share.
 """
 
 from __future__ import annotations
@@ -142,11 +142,9 @@ def command(point: dict[str, Any], out_dir: str) -> list[str]:
     return [sys.executable, "-m", "inception_jax.bench", *point["flags"], f"--out={json_path}"]
 
 
-def environment(settings: dict[str, Any], compile_cache: bool) -> dict[str, str]:
+def environment(settings: dict[str, Any]) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if not compile_cache:
-        env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     if settings["timm"]:
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     return env
@@ -228,12 +226,15 @@ def main(argv: list[str]) -> None:
     out_dir = os.path.abspath(FLAGS.out or os.path.join(
         "bench_results", f"grid_{FLAGS.preset or 'custom'}"))
     points = expand(settings, FLAGS.config_dir)
+    if FLAGS.compile_cache:
+        for point in points:
+            point["flags"].append("--compile_cache")
     if FLAGS.print_commands:
         for point in points:
             print(shlex.join(command(point, out_dir)))
         return
     os.makedirs(out_dir, exist_ok=True)
-    env = environment(settings, FLAGS.compile_cache)
+    env = environment(settings)
     runs, failures = [], []
     for i, point in enumerate(points, 1):
         json_path = os.path.join(out_dir, point["name"] + ".json")

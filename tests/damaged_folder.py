@@ -1,6 +1,7 @@
 """An image folder with damaged files among good ones, for the pipeline's and trainer's tests.
 
-`make_damaged_folder(root)` writes root/<split>/<label>/<name>.jpg, 32x32 images:
+`make_damaged_folder(root)` writes root/<split>/<label>/<name>.jpg, 32x32 images of two labels
+(or more, `labels=`):
 
 - train: per label `per_label` good images, among them the odd-but-valid files ILSVRC-2012
   holds (a CMYK JPEG, a PNG named .jpg, a grayscale JPEG), plus two damaged ones:
@@ -26,7 +27,8 @@ def _jpeg(image: Image.Image) -> bytes:
 
 
 def _image(rng: np.random.Generator, label: int) -> Image.Image:
-    base = np.array([200, 40, 40] if label == 0 else [40, 40, 200], np.float32)
+    colours = {0: [200, 40, 40], 1: [40, 40, 200]}  # further labels: other colours
+    base = np.array(colours.get(label, [20 * label, 220 - 20 * label, 120]), np.float32)
     pixels = base + rng.normal(0, 25, (SIZE, SIZE, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
@@ -38,11 +40,13 @@ def truncated_jpeg(image: Image.Image) -> bytes:
     return data[: start_of_scan + 2 + int.from_bytes(data[start_of_scan + 2:][:2], "big") + 8]
 
 
-def make_damaged_folder(root: pathlib.Path, per_label: int = 6, seed: int = 0) -> dict:
-    """Writes the folder; returns {"train": [damaged paths], "test": [damaged paths]}."""
+def make_damaged_folder(root: pathlib.Path, per_label: int = 6, seed: int = 0,
+                        labels: int = 2) -> dict:
+    """Writes the folder (`labels` classes: a, b, c, ...); returns {"train": [damaged paths],
+    "test": [damaged paths]}."""
     rng = np.random.default_rng(seed)
     for split, count in (("train", per_label), ("test", 3)):
-        for label, name in enumerate(("a", "b")):
+        for label, name in enumerate("abcdefghijklmnopqrstuvwxyz"[:labels]):
             (root / split / name).mkdir(parents=True)
             for i in range(count):
                 image = _image(rng, label)

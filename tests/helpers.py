@@ -38,10 +38,17 @@ def random_variables(model, image_size: int = 75, seed: int = 0, batch: int = 1)
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A tiny IR-v2 on a tiny built-in dataset (as flags, so subprocess runs use the same).
+# A tiny IR-v2 on a tiny built-in dataset (as flags, so subprocess runs use the same). One
+# block in the 8x8 stage only (the released layout's final block8): the trainer's tests assert
+# no architecture, and the 35x35 and 17x17 blocks they drop cut the train step's compile
+# from 25 s to 15 s (one device, measured 2026-12-02). The
+# dead-unit monitor is off (one compiled program fewer a run); tests that read it turn it on.
+# Every run with these knobs compiles the same programs, so later runs load them from the
+# compilation cache (its key leaves out the device count flag: a subprocess on one device and
+# an in-process run on a one-device mesh share them).
 TINY = {
     "model.width": 0.125,
-    "model.blocks": (1, 1, 1),
+    "model.blocks": (0, 0, 1),
     "data.builder.image_size": 32,
     "data.builder.num_train": 128,
     "data.builder.num_test": 32,
@@ -50,14 +57,15 @@ TINY = {
     "train.log_every_steps": 2,
     "train.eval_every_steps": 0,
     "train.checkpoint_every_steps": 2,
+    "monitor.enabled": False,
 }
 
 
-# For runs whose test reads no dead-unit scalar: one compiled program fewer per run. Runs with
-# the same knobs compile the same programs (the two-process runs of test_train.py and
-# test_resilience.py; tests/kill_points.py and test_evaluate.py's fixture), so whichever runs
-# second may load them from the compilation cache.
-NO_MONITOR = {"monitor.enabled": False}
+# One block a stage in the two-process runs (test_train.py, test_resilience.py): with TINY's
+# (0, 0, 1) two processes' weights after 4 steps were 1e-3 away from one process's (the stem's
+# the most), against 1.2e-7 with (1, 1, 1) (measured 2026-12-02). Not explained yet, so the
+# comparison keeps the network its bound was measured on.
+TWO_PROCESS_BLOCKS = {"model.blocks": (1, 1, 1)}
 
 
 def tiny_config(data_dir, **overrides):

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.helpers import NO_MONITOR, flags, run_env
+from tests.helpers import flags, run_env
 
 DEVICES = 1  # cheapest on CPU; every run compared here is a subprocess with the same flags
 # Logs every 2 steps (tests/helpers.py), checkpoints every 4, evaluates every 6: the points
-# between them are distinct. No dead-unit monitor: nothing compared here reads it.
-SETTINGS = {"train.checkpoint_every_steps": 4, "train.eval_every_steps": 6, **NO_MONITOR}
+# between them are distinct.
+SETTINGS = {"train.checkpoint_every_steps": 4, "train.eval_every_steps": 6}
 
 
 def command(data_dir: str, workdir: str | Path, steps: int) -> list[str]:

@@ -86,7 +86,8 @@ def test_cli_writes_json_and_table(tmp_path):
         [sys.executable, "-m", "inception_jax.bench", "--config=configs/inception_resnet_v1.py",
          "--batch=2", "--config.data.image_size=75", "--config.model.width=0.125",
          "--config.model.blocks=(1,1,1)",
-         "--warmup=0", "--steps=1", f"--out={out}"],
+         "--warmup=0", "--steps=1", f"--out={out}",
+         "--compile_cache"],  # test_bench_grid.py's tiny grid runs the same programs
         env=run_env(), capture_output=True, text=True, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -48,6 +48,9 @@ def test_cli_prints_commands_and_reports_user_errors():
     commands = proc.stdout.splitlines()
     assert len(commands) == 2 and all("-m inception_jax.bench" in c for c in commands)
     assert "--out=/x/inception_v3_w0.125_b2_s75_float32_auto.json" in commands[0]
+    assert "--compile_cache" not in commands[0]  # compile times are compilations by default
+    cached = _grid("/x", "--print_commands", "--compile_cache", args=["--preset=smoke"])
+    assert all("--compile_cache" in c for c in cached.stdout.splitlines())
     bad = _grid("/x", "--print_commands", args=["--models=resnet50"])
     assert bad.returncode == 2 and "error: Unknown model 'resnet50'" in bad.stderr
 
@@ -74,7 +77,8 @@ def tiny_configs(tmp_path):
 
 @pytest.mark.slow  # ~45 s on 2 cores with a cold compilation cache, ~17 s warm
 def test_tiny_grid_writes_combined_json_and_table(tmp_path, tiny_configs):
-    # --compile-cache: the same program as test_bench's CLI test, so a warm cache is reused.
+    # --compile_cache, passed on to the run: the same programs as test_bench's CLI test, so
+    # whichever runs second loads them from the compilation cache.
     proc = _grid(tmp_path / "out", "--compile_cache", tiny_configs)
     assert proc.returncode == 0, proc.stderr[-3000:]
     combined = json.loads((tmp_path / "out" / "grid.json").read_text())

@@ -19,7 +19,7 @@ from inception_jax.finetune import merge_pretrained
 from inception_jax.interop.common import WeightImportError
 from inception_jax.models import create
 from inception_jax.weights import read_weights, save_weights
-from tests.helpers import NO_MONITOR, ROOT, flags, random_variables, run_env, tiny_config
+from tests.helpers import ROOT, flags, random_variables, run_env, tiny_config
 
 SMALL = {"inception_v3": {"width": 0.25, "num_classes": 10},
          "inception_resnet_v2": {"width": 0.125, "blocks": (1, 1, 1), "num_classes": 10}}
@@ -110,8 +110,7 @@ def trained(tmp_path_factory):
     """A tiny training run (2 steps, eval at the end): its data dir and workdir."""
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     workdir = tmp_path_factory.mktemp("run")
-    # The monitor off as in tests/kill_points.py: the same compiled programs as those runs.
-    subprocess.run(flags(data_dir, workdir, **{"train.num_steps": 2, **NO_MONITOR}),
+    subprocess.run(flags(data_dir, workdir, **{"train.num_steps": 2}),
                    env=run_env(), check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     return data_dir, workdir
@@ -146,7 +145,7 @@ def test_evaluate_cli_writes_json_and_refuses_bad_input(trained, tmp_path):
     data_dir, workdir = trained
     settings = [f"--config.data.data_dir={data_dir}", "--config.data.builder.image_size=32",
                 "--config.data.builder.num_train=128", "--config.data.builder.num_test=32",
-                "--config.model.width=0.125", "--config.model.blocks=(1,1,1)"]
+                "--config.model.width=0.125", "--config.model.blocks=(0,0,1)"]
     out = evaluate_cli(*settings, f"--checkpoint={workdir}", f"--checkpoint={workdir}",
                        "--crops=10", f"--workdir={tmp_path}")
     assert out.returncode == 0, out.stderr[-2000:]

@@ -83,7 +83,8 @@ def test_training_logs_health_and_stops_a_dead_network(tmp_path, capsys):
     weights = str(tmp_path / "dead.safetensors")
     save_weights(weights, variables, "inception_resnet_v2", knobs)
     config = tiny_config(str(tmp_path / "tfds"), **{
-        "train.num_steps": 8, "train.init_weights": weights, "monitor.dead_patience": 2,
+        "train.num_steps": 8, "train.init_weights": weights, "model.blocks": (1, 1, 1),
+        "monitor.enabled": True, "monitor.dead_patience": 2,
     })
     state = train_and_evaluate(config, str(tmp_path / "run"))
     assert int(state.step) == 4  # logs every 2 steps: dead at the logs of steps 2 and 4

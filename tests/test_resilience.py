@@ -24,7 +24,7 @@ from inception_jax.data.bad_images import SKIPPED_LIST
 from inception_jax.preemption import Preemption
 from tests import kill_points
 from tests.damaged_folder import make_damaged_folder
-from tests.helpers import NO_MONITOR, flags, run_env
+from tests.helpers import TWO_PROCESS_BLOCKS, flags, run_env
 
 STEPS = 12  # checkpoints at 4, 8, 12; evaluations at 6, 12 (kill_points.SETTINGS)
 SIGTERM_LINE = re.compile(r"SIGTERM: saving step (\d+) and stopping")
@@ -293,8 +293,9 @@ def _free_port():
                     reason="trainer.py does not ask inception_jax.preemption yet")
 def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data_dir, tmp_path):
     port, workdir = _free_port(), tmp_path / "two"
+    # test_train.py's two-process network and knobs: the same compiled programs.
     settings = {"train.num_steps": 500, "train.checkpoint_every_steps": 1000,
-                **NO_MONITOR}
+                **TWO_PROCESS_BLOCKS}
     procs = [
         subprocess.Popen(
             flags(data_dir, workdir, **settings)
@@ -350,12 +351,12 @@ def test_a_skip_run_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path):
     second checkpoint and rerun ends bit-identical to one never stopped, and each damaged file
     is listed once in WORKDIR/skipped_images.txt (training and evaluation alike)."""
     root = tmp_path / "images"
-    damaged = make_damaged_folder(root, per_label=7)
+    # Ten labels, as the built-in data has: the tiny run's compiled programs serve this one.
+    damaged = make_damaged_folder(root, per_label=7, labels=10)
     steps = 8
     knobs = {"data.name": "image_folder", "data.folder": str(root), "data.eval_split": "test",
-             "data.image_size": 75, "data.on_bad_image": "skip", "model.num_classes": 2,
-             "train.global_batch_size": 8, "train.eval_batch_size": 8, "train.num_steps": steps,
-             "train.checkpoint_every_steps": 2, "train.eval_every_steps": steps, **NO_MONITOR}
+             "data.on_bad_image": "skip", "train.num_steps": steps,
+             "train.checkpoint_every_steps": 2, "train.eval_every_steps": steps}
     straight, killed, tfds = tmp_path / "straight", tmp_path / "killed", str(tmp_path / "tfds")
     env = run_env(kill_points.DEVICES)
     subprocess.run(flags(tfds, straight, **knobs), env=env, check=True, capture_output=True)

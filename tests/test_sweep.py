@@ -64,7 +64,7 @@ def sweep_dir(tmp_path_factory):
     the runs' metrics."""
     tmp = tmp_path_factory.mktemp("sweep")
     fixed = {**TINY, "data.data_dir": str(tmp / "tfds"), "train.num_steps": 4,
-             "train.eval_every_steps": 2}
+             "train.eval_every_steps": 2, "monitor.enabled": True}
     sweep = tmp / "tiny_sweep.py"
     sweep.write_text(
         "def get_sweep(arg=None):\n"

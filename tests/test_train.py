@@ -13,8 +13,8 @@ import pytest
 from inception_jax import sharding
 from inception_jax.checkpoint import CheckpointError
 from inception_jax.data.pipeline import DatasetNotPreparedError, train_batches
-from inception_jax.trainer import NonFiniteLossError, create_setup, train_and_evaluate
-from tests.helpers import NO_MONITOR, flags, run_env, tiny_config
+from inception_jax.trainer import create_setup, train_and_evaluate
+from tests.helpers import TWO_PROCESS_BLOCKS, flags, run_env, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,7 @@ def test_resume_after_sigkill_is_bit_identical(data_dir, tmp_path):
     # SIGKILL is tested at three kill points in test_resilience.py.
     steps = 20
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    args = {"train.num_steps": steps, "train.grad_accum_steps": 2, "model.bn_group_size": 4,
-            **NO_MONITOR}
+    args = {"train.num_steps": steps, "train.grad_accum_steps": 2, "model.bn_group_size": 4}
     subprocess.run(flags(data_dir, straight, **args), env=run_env(), check=True,
                    capture_output=True, timeout=600)
 
@@ -112,18 +111,6 @@ def test_a_checkpoint_of_another_model_is_refused_and_kept(data_dir, tmp_path):
         train_and_evaluate(other, str(tmp_path))
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*")}
     assert before == after
-
-
-def test_non_finite_loss_stops_and_keeps_the_good_checkpoints(data_dir, tmp_path):
-    config = tiny_config(
-        data_dir, **{"train.num_steps": 20, "train.checkpoint_every_steps": 1,
-                     "schedule.base_lr": 1e30, "optim.grad_clip_norm": 0.0}
-    )
-    with pytest.raises(NonFiniteLossError, match=r"at step (\d+)") as err:
-        train_and_evaluate(config, str(tmp_path))
-    bad_step = int(err.value.args[0].split("at step ")[1].split(".")[0])
-    saved = [int(p.name) for p in (tmp_path / "checkpoints").glob("*") if p.name.isdigit()]
-    assert bad_step >= 1 and all(s < bad_step for s in saved)
 
 
 @pytest.mark.parametrize(
@@ -164,11 +151,24 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
     """jax.distributed on localhost (gloo): the same parameters as one process on the same
     global batches (each process's share rebuilt here with `train_batches(process=...)`)."""
     steps = 4
+    # The one-process run first, on a two-device mesh: it compiles the program the two
+    # processes run (the same global computation on two devices), and they load it from the
+    # compilation cache instead of each compiling it at the same time.
+    config = tiny_config(data_dir, **{"train.num_steps": steps, **TWO_PROCESS_BLOCKS})
+    setup = create_setup(config, sharding.create_mesh(1, devices=jax.devices()[:2]))
+    shares = [train_batches(config.data, 16, config.seed, process=(i, 2)) for i in range(2)]
+    state = setup.init()
+    for _ in range(steps):
+        parts = [next(s) for s in shares]
+        batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        state, _ = setup.step(state, global_batch(setup, batch))
+    one_process = jax.device_get(state.params)
+
     port = _free_port()
     workdir = tmp_path / "two"
     procs = [
         subprocess.Popen(
-            flags(data_dir, workdir, **{"train.num_steps": steps, **NO_MONITOR})
+            flags(data_dir, workdir, **{"train.num_steps": steps, **TWO_PROCESS_BLOCKS})
             + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                f"--process_id={i}", "--cpu_collectives=gloo"],
             env=run_env(devices=1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -178,18 +178,8 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
     two_process, _ = final_params(workdir, steps)
-
-    config = tiny_config(data_dir, **{"train.num_steps": steps})
-    setup = create_setup(config, sharding.create_mesh(1, devices=jax.devices()[:2]))
-    shares = [train_batches(config.data, 16, config.seed, process=(i, 2)) for i in range(2)]
-    state = setup.init()
-    for _ in range(steps):
-        parts = [next(s) for s in shares]
-        batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        state, _ = setup.step(state, global_batch(setup, batch))
-    one_process = jax.device_get(state.params)
     # gloo's all-reduce sums in another order than XLA's in-process one. After 4 RMSProp steps
-    # the weights (largest ~1) differ by at most ~1.5e-5, the most in near-zero BN biases.
+    # the weights (largest ~1) differ by at most ~1.5e-5 (1.2e-7 on 2026-12-02).
     # Bound: 1e-4 of the largest weight, over all weights.
     diffs = [np.abs(a - b).max() for a, b in zip(jax.tree.leaves(two_process),
                                                   jax.tree.leaves(one_process), strict=True)]

@@ -57,7 +57,7 @@ def test_nan_at_step_k_stops_naming_k_and_keeps_only_earlier_checkpoints(tmp_pat
     bad = 5  # the 5th step sees a NaN image, so its loss (step 5's) is NaN
     config = tiny_config(str(tmp_path / "tfds"), **{
         "data.name": "synthetic", "train.num_steps": 12, "train.checkpoint_every_steps": 1,
-        "train.log_every_steps": 100, "data.image_size": 75, "monitor.enabled": False})
+        "train.log_every_steps": 100, "data.image_size": 75})
     real = trainer.training_batches
 
     def poisoned(config, setup, start_step, workdir):
@@ -105,7 +105,7 @@ def test_synthetic_data_trains_without_any_dataset(tmp_path):
 def test_profile_steps_write_a_trace(tmp_path):
     config = tiny_config(str(tmp_path / "tfds"), **{
         "data.name": "synthetic", "train.num_steps": 3, "train.profile_steps": (1, 2),
-        "monitor.enabled": False, "data.synthetic.num_eval": 16})
+        "data.synthetic.num_eval": 16})
     train_and_evaluate(config, str(tmp_path / "run"))
     assert list((tmp_path / "run/profile").rglob("*.xplane.pb"))
 
@@ -296,7 +296,7 @@ def test_resume_allows_execution_knobs_and_refuses_a_new_width(tmp_path, caplog)
     from inception_jax.checkpoint import CheckpointError
 
     workdir = str(tmp_path / "run")
-    base = {"data.name": "synthetic", "data.synthetic.num_eval": 16, "monitor.enabled": False}
+    base = {"data.name": "synthetic", "data.synthetic.num_eval": 16}
     train_and_evaluate(tiny_config(str(tmp_path), **base, **{"train.num_steps": 2}), workdir)
     changed = tiny_config(str(tmp_path), **base, **{
         "train.num_steps": 4, "model.remat": True, "model.dtype": "bfloat16",
