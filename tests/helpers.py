@@ -52,6 +52,10 @@ TINY = {
     "data.builder.image_size": 32,
     "data.builder.num_train": 128,
     "data.builder.num_test": 32,
+    # Synthetic data of the same sizes: the learning-rate schedule (decay once an epoch) is
+    # compiled into the train step, so runs on either data share it.
+    "data.synthetic.num_train": 128,
+    "data.synthetic.num_eval": 32,
     "train.global_batch_size": 16,
     "train.eval_batch_size": 16,
     "train.log_every_steps": 2,

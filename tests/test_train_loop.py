@@ -96,7 +96,7 @@ def test_prefetch_keeps_order_and_transfers_ahead():
 
 def test_synthetic_data_trains_without_any_dataset(tmp_path):
     config = tiny_config(str(tmp_path / "no_such_dir"), **{
-        "data.name": "synthetic", "train.num_steps": 3, "data.synthetic.num_eval": 16})
+        "data.name": "synthetic", "train.num_steps": 3})
     state = train_and_evaluate(config, str(tmp_path / "run"))
     assert int(state.step) == 3
     assert not (tmp_path / "no_such_dir").exists()  # nothing was built or read
@@ -104,8 +104,7 @@ def test_synthetic_data_trains_without_any_dataset(tmp_path):
 
 def test_profile_steps_write_a_trace(tmp_path):
     config = tiny_config(str(tmp_path / "tfds"), **{
-        "data.name": "synthetic", "train.num_steps": 3, "train.profile_steps": (1, 2),
-        "data.synthetic.num_eval": 16})
+        "data.name": "synthetic", "train.num_steps": 3, "train.profile_steps": (1, 2)})
     train_and_evaluate(config, str(tmp_path / "run"))
     assert list((tmp_path / "run/profile").rglob("*.xplane.pb"))
 
@@ -296,7 +295,7 @@ def test_resume_allows_execution_knobs_and_refuses_a_new_width(tmp_path, caplog)
     from inception_jax.checkpoint import CheckpointError
 
     workdir = str(tmp_path / "run")
-    base = {"data.name": "synthetic", "data.synthetic.num_eval": 16}
+    base = {"data.name": "synthetic"}
     train_and_evaluate(tiny_config(str(tmp_path), **base, **{"train.num_steps": 2}), workdir)
     changed = tiny_config(str(tmp_path), **base, **{
         "train.num_steps": 4, "model.remat": True, "model.dtype": "bfloat16",
