@@ -40,12 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # A tiny IR-v2 on a tiny built-in dataset (as flags, so subprocess runs use the same). One
 # block in the 8x8 stage only (the released layout's final block8): the trainer's tests assert
-# no architecture, and the 35x35 and 17x17 blocks they drop cut the train step's compile
-# from 25 s to 15 s (one device, measured 2026-12-02). The
-# dead-unit monitor is off (one compiled program fewer a run); tests that read it turn it on.
-# Every run with these knobs compiles the same programs, so later runs load them from the
-# compilation cache (its key leaves out the device count flag: a subprocess on one device and
-# an in-process run on a one-device mesh share them).
+# no architecture, and the 35x35 and 17x17 blocks they drop cut the train step's compile from
+# 25 s to 15 s (one device, measured 2026-12-02). The dead-unit monitor is off (one compiled
+# program fewer a run); tests that read it turn it on. Runs with these knobs in processes with
+# as many devices compile the same programs, so later ones load them from the compilation
+# cache. Not across device counts: the key holds the process's devices, so this suite's
+# in-process runs (8 forced devices), even on a one-device mesh, do not load the programs of
+# its one-device subprocesses (measured 2026-12-02).
 TINY = {
     "model.width": 0.125,
     "model.blocks": (0, 0, 1),

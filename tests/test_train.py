@@ -151,19 +151,6 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
     """jax.distributed on localhost (gloo): the same parameters as one process on the same
     global batches (each process's share rebuilt here with `train_batches(process=...)`)."""
     steps = 4
-    # The one-process run first, on a two-device mesh: it compiles the program the two
-    # processes run (the same global computation on two devices), and they load it from the
-    # compilation cache instead of each compiling it at the same time.
-    config = tiny_config(data_dir, **{"train.num_steps": steps, **TWO_PROCESS_BLOCKS})
-    setup = create_setup(config, sharding.create_mesh(1, devices=jax.devices()[:2]))
-    shares = [train_batches(config.data, 16, config.seed, process=(i, 2)) for i in range(2)]
-    state = setup.init()
-    for _ in range(steps):
-        parts = [next(s) for s in shares]
-        batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        state, _ = setup.step(state, global_batch(setup, batch))
-    one_process = jax.device_get(state.params)
-
     port = _free_port()
     workdir = tmp_path / "two"
     procs = [
@@ -178,6 +165,16 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
     two_process, _ = final_params(workdir, steps)
+
+    config = tiny_config(data_dir, **{"train.num_steps": steps, **TWO_PROCESS_BLOCKS})
+    setup = create_setup(config, sharding.create_mesh(1, devices=jax.devices()[:2]))
+    shares = [train_batches(config.data, 16, config.seed, process=(i, 2)) for i in range(2)]
+    state = setup.init()
+    for _ in range(steps):
+        parts = [next(s) for s in shares]
+        batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        state, _ = setup.step(state, global_batch(setup, batch))
+    one_process = jax.device_get(state.params)
     # gloo's all-reduce sums in another order than XLA's in-process one. After 4 RMSProp steps
     # the weights (largest ~1) differ by at most ~1.5e-5 (1.2e-7 on 2026-12-02).
     # Bound: 1e-4 of the largest weight, over all weights.
