@@ -1,13 +1,12 @@
-"""What a long run meets and must survive: damaged checkpoints, SIGTERM (one process or two),
-kills at any point. Each interrupted run, rerun, ends bit-identical to an uninterrupted one."""
+"""What a long run meets and must survive: damaged checkpoints, SIGTERM, kills at any point
+(SIGTERM to one of two processes: tests/test_train.py). Each interrupted run, rerun, ends
+bit-identical to an uninterrupted one."""
 
-import inspect
 import logging
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +17,13 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from inception_jax import checkpoint, trainer
+from inception_jax import checkpoint
 from inception_jax.checkpoint import Checkpointer, CheckpointError
 from inception_jax.data.bad_images import SKIPPED_LIST
 from inception_jax.preemption import Preemption
 from tests import kill_points
 from tests.damaged_folder import make_damaged_folder
-from tests.helpers import TWO_PROCESS_BLOCKS, flags, run_env
+from tests.helpers import flags, run_env
 
 STEPS = 12  # checkpoints at 4, 8, 12; evaluations at 6, 12 (kill_points.SETTINGS)
 SIGTERM_LINE = re.compile(r"SIGTERM: saving step (\d+) and stopping")
@@ -280,42 +279,6 @@ def test_sigterm_saves_the_step_it_is_at_and_the_rerun_is_bit_identical(
     kill_points.run(data_dir, workdir, STEPS)
     assert min(r["step"] for r in kill_points.rows_after(workdir, rows)) > stopped[0]  # resumed
     assert_same_as(reference, workdir)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-@pytest.mark.skipif("should_stop(" not in inspect.getsource(trainer),
-                    reason="trainer.py does not ask inception_jax.preemption yet")
-def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data_dir, tmp_path):
-    port, workdir = _free_port(), tmp_path / "two"
-    # test_train.py's two-process network and knobs: the same compiled programs.
-    settings = {"train.num_steps": 500, "train.checkpoint_every_steps": 1000,
-                **TWO_PROCESS_BLOCKS}
-    procs = [
-        subprocess.Popen(
-            flags(data_dir, workdir, **settings)
-            + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-               f"--process_id={i}", "--cpu_collectives=gloo"],
-            env=run_env(devices=1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for i in range(2)
-    ]
-    deadline = time.time() + 600
-    while not kill_points.metric_rows(workdir) and all(p.poll() is None for p in procs):
-        assert time.time() < deadline
-        time.sleep(0.05)
-    procs[1].send_signal(signal.SIGTERM)  # the process that does not write the metrics
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    stopped = [[int(m.group(1)) for m in SIGTERM_LINE.finditer(out)] for out in outputs]
-    assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
-    assert 2 <= stopped[0][0] < 500
-    assert kill_points.checkpoint_steps(workdir) == stopped[0]
 
 
 @pytest.mark.slow
