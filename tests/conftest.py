@@ -1,4 +1,4 @@
-"""Test setup: 8 fake CPU devices, the suite's and the commands' XLA flags and a persistent
+"""Test setup: 8 fake CPU devices, the commands' XLA flags and a persistent
 compilation cache (set before JAX starts a backend)."""
 
 import os

@@ -90,17 +90,12 @@ def flags(data_dir, workdir, **overrides):
     return args
 
 
-# The suite compiles with LLVM's backend optimizations off: a tiny train step compiles in 9.0 s
-# instead of 12.8 and runs in 77 ms instead of 18 (one device, same loss to the last printed
-# digit; measured 2026-12-02). Tests run few steps and assert no speed, and compilation is most
-# of the suite's CPU time. Only XLA's own fusions change; Eigen's convolutions and the maths are
-# the same. In-process runs and subprocesses use the same flags, so their results still match.
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
-
-
 def xla_flags_for(devices: int) -> str:
-    """The suite's XLA_FLAGS for a process with `devices` forced CPU devices."""
-    return f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}"
+    """The suite's XLA_FLAGS for a process with `devices` forced CPU devices. (LLVM's backend
+    optimizations off, `--xla_backend_optimization_level=0`, cut a tiny train step's compile
+    from 12.8 to 9.0 s and the cold suite from 20:25 to 17:38, but moved the BN-group test's
+    update 1.2e-2 from its reference instead of 1.0e-3: not adopted. Measured 2026-12-02.)"""
+    return f"--xla_force_host_platform_device_count={devices}"
 
 
 def run_env(devices=1):

@@ -29,8 +29,10 @@ from tests.helpers import flags, run_env
 
 DEVICES = 1  # cheapest on CPU; every run compared here is a subprocess with the same flags
 # Logs every 2 steps (tests/helpers.py), checkpoints every 4, evaluates every 6: the points
-# between them are distinct.
-SETTINGS = {"train.checkpoint_every_steps": 4, "train.eval_every_steps": 6}
+# between them are distinct. With gradient accumulation and BatchNorm groups on (2 micro-batches
+# of 8, groups of 4): a resumed run must also continue with the same micro-batches.
+SETTINGS = {"train.checkpoint_every_steps": 4, "train.eval_every_steps": 6,
+            "train.grad_accum_steps": 2, "model.bn_group_size": 4}
 
 
 def command(data_dir: str, workdir: str | Path, steps: int) -> list[str]:
