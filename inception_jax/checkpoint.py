@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import tempfile
+import traceback
 from typing import Any
 
 import jax
@@ -77,10 +78,32 @@ def _drop_failed_read_noise(previous: Any) -> Any:
     return hook
 
 
+class _DropFailedReadTasks(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for orbax's read tasks: another
+    echo of a failed checkpoint read (a read task that failed after orbax gave up, collected
+    unretrieved; seen under load). It goes to the debug log; other asyncio errors stay."""
+
+    drops_failed_read_noise = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if (error is not None
+                and record.getMessage().startswith("Task exception was never retrieved")
+                and any("orbax" in frame.filename
+                        for frame in traceback.extract_tb(error.__traceback__))):
+            log.debug("After a failed checkpoint read: %s", describe_error(error))
+            return False
+        return True
+
+
 def _quiet_after_failed_read() -> None:
-    """Installs `_drop_failed_read_noise` once, after a read has failed."""
+    """Installs `_drop_failed_read_noise` and `_DropFailedReadTasks` once, after a read has
+    failed."""
     if not getattr(sys.unraisablehook, "drops_failed_read_noise", False):
         sys.unraisablehook = _drop_failed_read_noise(sys.unraisablehook)
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(getattr(f, "drops_failed_read_noise", False) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_DropFailedReadTasks())
 
 
 def ensure_writable(directory: str, what: str) -> None:

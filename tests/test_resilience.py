@@ -186,6 +186,37 @@ def test_echoes_of_a_failed_read_are_dropped_and_other_unraisables_kept(monkeypa
     assert [u.exc_value for u in seen] == [unraisables[2][0], unraisables[3][0]]
 
 
+def test_unretrieved_orbax_read_tasks_are_dropped_and_other_asyncio_errors_kept(monkeypatch):
+    """asyncio's "Task exception was never retrieved" for a read task orbax gave up on (a
+    traceback in a damaged checkpoint's fallback, seen under load) goes to the debug log."""
+    asyncio_log = logging.getLogger("asyncio")
+    monkeypatch.setattr(asyncio_log, "filters", [])
+    checkpoint._quiet_after_failed_read()
+    checkpoint._quiet_after_failed_read()  # installed once
+    assert len(asyncio_log.filters) == 1
+
+    def failed_in(filename):
+        code = compile("def read():\n    raise ValueError('reading array index failed')\n",
+                       filename, "exec")
+        space = {}
+        exec(code, space)
+        try:
+            space["read"]()
+        except ValueError as e:
+            return e
+
+    def record(message, error):
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None,
+                                 (type(error), error, error.__traceback__))
+
+    orbax_error = failed_in("/venv/site-packages/orbax/checkpoint/_src/serialization.py")
+    our_error = failed_in("/work/inception_jax/data/pipeline.py")
+    never = "Task exception was never retrieved\nfuture: <Task finished>"
+    assert not asyncio_log.filter(record(never, orbax_error))
+    assert asyncio_log.filter(record(never, our_error))
+    assert asyncio_log.filter(record("Unclosed client session", orbax_error))
+
+
 def test_the_error_description_is_the_innermost_cause_without_the_store_spec():
     try:
         try:
