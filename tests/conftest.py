@@ -1,12 +1,11 @@
-"""Test setup: 8 fake CPU devices, the commands' XLA flags and a persistent
-compilation cache (set before JAX starts a backend)."""
+"""Test setup: 8 fake CPU devices, the commands' XLA flags and a persistent compilation cache
+(set before JAX starts a backend)."""
 
 import os
 
 from inception_jax import xla_flags
-from tests.helpers import xla_flags_for  # imports JAX, which starts no backend yet
 
-os.environ.setdefault("XLA_FLAGS", xla_flags_for(8))
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # The commands' XLA flags (cli.setup adds them): in-process results must match the commands'
 # that tests run as subprocesses (different convolution kernels sum in a different order).
 xla_flags.apply()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,14 @@ DEVICES = 1  # cheapest on CPU; every run compared here is a subprocess with the
 # of 8, groups of 4): a resumed run must also continue with the same micro-batches.
 SETTINGS = {"train.checkpoint_every_steps": 4, "train.eval_every_steps": 6,
             "train.grad_accum_steps": 2, "model.bn_group_size": 4}
+
+
+SIGTERM_LINE = re.compile(r"SIGTERM: saving step (\d+) and stopping")
+
+
+def sigterm_steps(output: str) -> list[int]:
+    """The steps at which a run's output says it saved and stopped after SIGTERM."""
+    return [int(m.group(1)) for m in SIGTERM_LINE.finditer(output)]
 
 
 def command(data_dir: str, workdir: str | Path, steps: int) -> list[str]:

@@ -26,7 +26,6 @@ from tests.damaged_folder import make_damaged_folder
 from tests.helpers import flags, run_env
 
 STEPS = 12  # checkpoints at 4, 8, 12; evaluations at 6, 12 (kill_points.SETTINGS)
-SIGTERM_LINE = re.compile(r"SIGTERM: saving step (\d+) and stopping")
 
 
 # ---- the Checkpointer on a small state (fast) ------------------------------------------------
@@ -165,6 +164,18 @@ def coroutine_from(filename):
     return read()
 
 
+def error_raised_in(filename):
+    """An exception whose traceback's frame is in `filename`."""
+    def read():
+        raise ValueError("reading array index failed")
+
+    read.__code__ = read.__code__.replace(co_filename=filename)
+    try:
+        read()
+    except ValueError as e:
+        return e
+
+
 def test_echoes_of_a_failed_read_are_dropped_and_other_unraisables_kept(monkeypatch):
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
@@ -195,22 +206,12 @@ def test_unretrieved_orbax_read_tasks_are_dropped_and_other_asyncio_errors_kept(
     checkpoint._quiet_after_failed_read()  # installed once
     assert len(asyncio_log.filters) == 1
 
-    def failed_in(filename):
-        code = compile("def read():\n    raise ValueError('reading array index failed')\n",
-                       filename, "exec")
-        space = {}
-        exec(code, space)
-        try:
-            space["read"]()
-        except ValueError as e:
-            return e
-
     def record(message, error):
         return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None,
                                  (type(error), error, error.__traceback__))
 
-    orbax_error = failed_in("/venv/site-packages/orbax/checkpoint/_src/serialization.py")
-    our_error = failed_in("/work/inception_jax/data/pipeline.py")
+    orbax_error = error_raised_in("/venv/site-packages/orbax/checkpoint/_src/serialization.py")
+    our_error = error_raised_in("/work/inception_jax/data/pipeline.py")
     never = "Task exception was never retrieved\nfuture: <Task finished>"
     assert not asyncio_log.filter(record(never, orbax_error))
     assert asyncio_log.filter(record(never, our_error))
@@ -301,7 +302,7 @@ def test_sigterm_saves_the_step_it_is_at_and_the_rerun_is_bit_identical(
     proc.send_signal(signal.SIGTERM)  # at step 2: mid-epoch (8 steps), before any checkpoint
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, output[-3000:]
-    stopped = [int(m.group(1)) for m in SIGTERM_LINE.finditer(output)]
+    stopped = kill_points.sigterm_steps(output)
     assert len(stopped) == 1 and 2 <= stopped[0] < STEPS, output[-3000:]
     assert kill_points.checkpoint_steps(workdir)[-1] == stopped[0]
     assert max(r["step"] for r in kill_points.metric_rows(workdir)) <= stopped[0]

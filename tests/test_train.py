@@ -1,6 +1,5 @@
 """Training end to end on a tiny IR-v2: sharding equivalence, two processes, errors, refusals."""
 
-import re
 import signal
 import subprocess
 import time
@@ -17,8 +16,6 @@ from inception_jax.data.pipeline import DatasetNotPreparedError, train_batches
 from inception_jax.trainer import create_setup, train_and_evaluate
 from tests import kill_points
 from tests.helpers import flags, run_env, tiny_config
-
-SIGTERM_LINE = re.compile(r"SIGTERM: saving step (\d+) and stopping")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +137,7 @@ def test_two_processes_train_like_one_and_a_sigterm_to_one_stops_both(data_dir, 
     procs[1].send_signal(signal.SIGTERM)  # after step 2 (the first logged one)
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    stopped = [[int(m.group(1)) for m in SIGTERM_LINE.finditer(out)] for out in outputs]
+    stopped = [kill_points.sigterm_steps(out) for out in outputs]
     assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
     last = stopped[0][0]
     assert 2 <= last < 500
