@@ -156,6 +156,34 @@ def test_saving_a_step_twice_keeps_the_first(tmp_path):
     assert int(state["step"]) == 4
 
 
+def test_saving_replicated_arrays_on_8_cpu_devices_compiles_nothing(tmp_path):
+    # orbax's replica-parallel saving slices each replicated array per replica, one eagerly
+    # compiled program per shape (40 here before checkpoint.py saved from one replica on CPU).
+    compiled = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name"))
+
+    mesh = jax.make_mesh((8,), ("data",))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    state = {f"w{i}": jax.device_put(jnp.ones((16, 3 + i)), replicated) for i in range(5)}
+    jax.block_until_ready(state)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        c = Checkpointer(str(tmp_path), 3, {"model": "tiny"})
+        c.save(2, state)
+        c.close()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiled == []
+    c = Checkpointer(str(tmp_path), 3, {"model": "tiny"})
+    restored = c.restore(jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state))
+    c.close()
+    assert all(bool(jnp.all(restored[k] == state[k])) for k in state)
+
+
 def coroutine_from(filename):
     async def read():
         pass

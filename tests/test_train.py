@@ -55,13 +55,16 @@ def test_one_step_on_8_devices_equals_one_step_on_1(data_dir):
                for s in jax.tree.leaves(fsdp.state_sharding.params))
     batch = next(train_batches(config.data, 16, config.seed))
     results = []
+    initial = jax.device_get(one.init())  # one init program; each mesh gets its copy
     for setup in (one, eight, fsdp):
-        state = setup.init()
+        state = jax.device_put(initial, setup.state_sharding)
         state, metrics = setup.step(state, global_batch(setup, batch))
         results.append((jax.device_get(state.params), float(metrics["loss"])))
     reference, ref_loss = results[0]
     for params, loss in results[1:]:
-        assert abs(loss - ref_loss) <= 1e-6 * abs(ref_loss)
+        # The order of the cross-device sums: 1.2e-6 relative (13 float32 ulps of a loss of 2.6)
+        # on an AVX2 host (2026-12-02), below 1e-6 on AVX-512 ones.
+        assert abs(loss - ref_loss) <= 4e-6 * abs(ref_loss)
         for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference), strict=True):
             # Same maths; only the order of the cross-device sums differs. With Eigen's
             # convolutions (the commands' CPU XLA flag) the largest difference after one step
