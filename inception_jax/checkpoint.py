@@ -137,10 +137,17 @@ def _save_cpu_arrays_from_one_replica() -> None:
     split only adds an eagerly compiled slice program per array shape and replica (320 of them,
     32 s, for the first checkpoint of the suite's tiny IR-v2 on 8 forced CPU devices).
     """
-    if jax.default_backend() == "cpu":
+    if jax.default_backend() != "cpu":
+        return
+    absl_log = logging.getLogger("absl")  # orbax warns of every override it is asked for
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)
+    try:
         ocp.type_handlers.register_type_handler(
             jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
         )
+    finally:
+        absl_log.setLevel(level)
 
 
 class _Manager(ocp.CheckpointManager):
