@@ -130,22 +130,27 @@ def _all_processes(ok: bool) -> bool:
 
 
 def _save_cpu_arrays_from_one_replica() -> None:
-    """On CPU, orbax saves each replicated array from one replica, as it does on GPU.
+    """On CPU, orbax saves each replicated array from one replica.
 
-    orbax splits the writing of a replicated array across its replicas on other platforms
-    (spreading a pod's bytes over hosts); on CPU the replicas share one host's memory, so the
-    split only adds an eagerly compiled slice program per array shape and replica (320 of them,
-    32 s, for the first checkpoint of the suite's tiny IR-v2 on 8 forced CPU devices).
+    orbax otherwise splits the writing of a replicated array across its replicas (spreading a
+    pod's bytes over hosts; it already does not when JAX_PLATFORMS names a GPU). In a one-process
+    CPU run the replicas share one host's memory, so the split only adds an eagerly compiled
+    slice program per array shape and replica (320 of them, 32 s, for the first checkpoint of
+    the suite's tiny IR-v2 on 8 forced CPU devices). The handler keeps orbax's array-metadata
+    store; where orbax's handler has not the fields read here, it is left as it is.
     """
-    if jax.default_backend() != "cpu":
-        return
+    current = ocp.type_handlers.get_type_handler(jax.Array)
+    if jax.default_backend() != "cpu" or not getattr(current, "_use_replica_parallel", False):
+        return  # not CPU, already one replica, or an orbax whose handler we do not know
+    handler = ocp.type_handlers.ArrayHandler(
+        use_replica_parallel=False,
+        array_metadata_store=getattr(current, "_array_metadata_store", None),
+    )
     absl_log = logging.getLogger("absl")  # orbax warns of every override it is asked for
     level = absl_log.level
     absl_log.setLevel(logging.ERROR)
     try:
-        ocp.type_handlers.register_type_handler(
-            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
-        )
+        ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
     finally:
         absl_log.setLevel(level)
 

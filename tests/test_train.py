@@ -55,9 +55,8 @@ def test_one_step_on_8_devices_equals_one_step_on_1(data_dir):
                for s in jax.tree.leaves(fsdp.state_sharding.params))
     batch = next(train_batches(config.data, 16, config.seed))
     results = []
-    initial = jax.device_get(one.init())  # one init program; each mesh gets its copy
     for setup in (one, eight, fsdp):
-        state = jax.device_put(initial, setup.state_sharding)
+        state = setup.init()
         state, metrics = setup.step(state, global_batch(setup, batch))
         results.append((jax.device_get(state.params), float(metrics["loss"])))
     reference, ref_loss = results[0]
