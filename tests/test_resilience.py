@@ -36,8 +36,9 @@ def small_state(shift: float) -> dict:
 
 
 def target_of(state):
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
+    """The restore target of `state`: each array's shape, dtype and sharding."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        state)
 
 
 def saved(directory, steps=(2, 4), meta=None) -> None:
@@ -178,8 +179,7 @@ def test_saving_replicated_arrays_on_8_cpu_devices_compiles_nothing(tmp_path):
         jax.monitoring.unregister_event_duration_listener(listener)
     assert compiled == []
     c = Checkpointer(str(tmp_path), 3, {"model": "tiny"})
-    restored = c.restore(jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state))
+    restored = c.restore(target_of(state))
     c.close()
     assert all(bool(jnp.all(restored[k] == state[k])) for k in state)
 
