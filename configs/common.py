@@ -71,6 +71,8 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.train.prefetch_batches = 2  # global batches put on the devices ahead of the step
     # Steps to trace with jax.profiler into WORKDIR/profile, e.g. (10, 15) = steps 10..14.
     c.train.profile_steps = ()
+    # Also trace Python calls in the profile (slower steps, bigger traces; off: see StepProfiler).
+    c.train.profile_python = False
     c.train.num_epochs = 100.0  # the Inception-v3 paper's length
     c.train.num_steps = ml_collections.FieldReference(None, field_type=int)  # overrides epochs
     c.train.init_weights = ""  # a weights file (import_weights) to fine-tune from

@@ -316,6 +316,10 @@ class Checkpointer:
             force=True,
         )
 
+    def wait(self) -> None:
+        """Blocks until the saves in flight are written."""
+        self.manager.wait_until_finished()
+
     def close(self) -> None:
         """Waits for pending saves and releases the manager."""
         self.manager.wait_until_finished()
