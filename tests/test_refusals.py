@@ -271,7 +271,7 @@ ROWS = [
             config_section(grad_accum_steps=1, global_batch_size=16), 3, 8),
         r"^model\.bn_group_size=3 must divide the micro-batch of 16 examples"),
     Row("Bad profile window", CONFIG,
-        lambda ctx: trainer.StepProfiler((5, 2), str(ctx.tmp)),
+        lambda ctx: trainer.StepProfiler((5, 2), str(ctx.tmp), python=False),
         r"^train\.profile_steps must be empty or \(first, last\) with 0 <= first < last, "
         r"got \(5, 2\)"),
     Row("Unknown dead-network action", CONFIG,
