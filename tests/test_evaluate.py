@@ -107,11 +107,12 @@ def test_merge_pretrained_keeps_the_trunk_and_reinitialises_a_different_head():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny training run (2 steps, eval at the end): its data dir and workdir."""
+    """A tiny training run (2 steps, eval at the end): its data dir and workdir. On 8 devices,
+    as the suite's in-process runs: it compiles the programs they load (or loads theirs)."""
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     workdir = tmp_path_factory.mktemp("run")
     subprocess.run(flags(data_dir, workdir, **{"train.num_steps": 2}),
-                   env=run_env(), check=True, stdout=subprocess.DEVNULL,
+                   env=run_env(devices=8), check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     return data_dir, workdir
 

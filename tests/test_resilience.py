@@ -374,14 +374,16 @@ def test_a_skip_run_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path):
     second checkpoint and rerun ends bit-identical to one never stopped, and each damaged file
     is listed once in WORKDIR/skipped_images.txt (training and evaluation alike)."""
     root = tmp_path / "images"
-    # Ten labels, as the built-in data has: the tiny run's compiled programs serve this one.
-    damaged = make_damaged_folder(root, per_label=7, labels=10)
+    # Ten labels and 132 training files (8 steps an epoch), as the built-in data has, on 8
+    # devices: the programs of the suite's in-process tiny runs serve this one (the schedule is
+    # compiled into the train step).
+    damaged = make_damaged_folder(root, per_label=13, labels=10)
     steps = 8
     knobs = {"data.name": "image_folder", "data.folder": str(root), "data.eval_split": "test",
              "data.on_bad_image": "skip", "train.num_steps": steps,
              "train.checkpoint_every_steps": 2, "train.eval_every_steps": steps}
     straight, killed, tfds = tmp_path / "straight", tmp_path / "killed", str(tmp_path / "tfds")
-    env = run_env(kill_points.DEVICES)
+    env = run_env(devices=8)
     subprocess.run(flags(tfds, straight, **knobs), env=env, check=True, capture_output=True)
     proc = subprocess.Popen(flags(tfds, killed, **knobs), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
