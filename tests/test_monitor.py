@@ -74,7 +74,8 @@ def test_dead_network_watch_counts_consecutive_logs():
 
 @pytest.mark.slow
 def test_training_logs_health_and_stops_a_dead_network(tmp_path, capsys):
-    knobs = {"width": 0.125, "blocks": (1, 1, 1), "num_classes": 10}
+    # A 17x17 block (the residual ratios) but no 35x35 one: less to compile.
+    knobs = {"width": 0.125, "blocks": (0, 1, 1), "num_classes": 10}
     model = create("inception_resnet_v2", **knobs)
     variables = random_variables(model, image_size=75)
     variables["params"]["conv_7b"]["b0_0"]["bn"]["bias"] = np.full(
@@ -83,7 +84,7 @@ def test_training_logs_health_and_stops_a_dead_network(tmp_path, capsys):
     weights = str(tmp_path / "dead.safetensors")
     save_weights(weights, variables, "inception_resnet_v2", knobs)
     config = tiny_config(str(tmp_path / "tfds"), **{
-        "train.num_steps": 8, "train.init_weights": weights, "model.blocks": (1, 1, 1),
+        "train.num_steps": 8, "train.init_weights": weights, "model.blocks": (0, 1, 1),
         "monitor.enabled": True, "monitor.dead_patience": 2,
     })
     state = train_and_evaluate(config, str(tmp_path / "run"))
