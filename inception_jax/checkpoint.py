@@ -339,7 +339,11 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, 
         raise CheckpointError(
             f"No checkpoint directory at {directory}: pass the --workdir of a training run."
         )
-    manager = ocp.CheckpointManager(directory, item_names=("state", "meta"))
+    manager = ocp.CheckpointManager(
+        directory, item_names=("state", "meta"),
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()},
+    )
     try:
         step = manager.latest_step() if step is None else step
         if step is None:
@@ -347,8 +351,16 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, 
                 f"{directory} holds no complete checkpoint: train first (train.py --workdir)."
             )
         try:
+            # Every array onto this process's first device: a run saved on 8 devices is read
+            # on any number (orbax refuses other devices than the saved ones without a target).
+            saved = manager.item_metadata(step)["state"]
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                getattr(saved, "item_metadata", saved),
+            )
             restored = manager.restore(step, args=ocp.args.Composite(
-                meta=ocp.args.JsonRestore(), state=ocp.args.StandardRestore()
+                meta=ocp.args.JsonRestore(), state=ocp.args.StandardRestore(target)
             ))
         except Exception as e:  # noqa: BLE001
             _quiet_after_failed_read()
@@ -359,4 +371,4 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, 
             ) from e
     finally:
         manager.close()
-    return restored["meta"], restored["state"]
+    return restored["meta"], jax.device_get(restored["state"])

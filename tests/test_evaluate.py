@@ -143,6 +143,8 @@ def evaluate_cli(*args):
 
 @pytest.mark.slow
 def test_evaluate_cli_writes_json_and_refuses_bad_input(trained, tmp_path):
+    # The checkpoint was saved on 8 devices and is read on 2 (orbax refused that until
+    # read_checkpoint gave it a target on the reading process's devices).
     data_dir, workdir = trained
     settings = [f"--config.data.data_dir={data_dir}", "--config.data.builder.image_size=32",
                 "--config.data.builder.num_train=128", "--config.data.builder.num_test=32",
