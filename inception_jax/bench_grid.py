@@ -25,19 +25,14 @@ before timm's model, in the same process, asks for its share.
 
 from __future__ import annotations
 
-import datetime
 import itertools
-import json
 import os
-import shlex
-import subprocess
 import sys
-import time
 from typing import Any
 
 from absl import app, flags
 
-from inception_jax import cli
+from inception_jax import cli, grid
 from inception_jax.errors import UserError
 
 MODELS = ("inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2")
@@ -78,29 +73,11 @@ def resolve(preset: str | None = None, **given: Any) -> dict[str, Any]:
     given; list axes as lists of strings, as the flags parse them)."""
     if preset is not None and preset not in PRESETS:
         raise UserError(f"Unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}.")
-    settings = {**DEFAULTS, **PRESETS.get(preset or "", {})}
-    for key, value in given.items():
-        if key not in DEFAULTS:
-            raise TypeError(f"resolve() got an unknown setting {key!r}")
-        if value is None:
-            continue
-        if key in LIST_AXES:
-            try:
-                value = [LIST_AXES[key](v) for v in value]
-            except ValueError as e:
-                raise UserError(f"--{key}: {e}") from None
-            if not value:
-                raise UserError(f"--{key} needs at least one value.")
-        settings[key] = value
-    for model in settings["models"]:
-        if model not in MODELS:
-            raise UserError(f"Unknown model {model!r}; known: {', '.join(MODELS)}.")
-    for dtype in settings["dtypes"]:
-        if dtype not in ("float32", "bfloat16"):
-            raise UserError(f"--dtypes takes float32 and/or bfloat16, got {dtype!r}.")
-    for conv in settings["conv_impls"]:
-        if conv not in ("auto", "xla", "rewrite"):
-            raise UserError(f"--conv_impls takes auto, xla and/or rewrite, got {conv!r}.")
+    settings = grid.apply_given({**DEFAULTS, **PRESETS.get(preset or "", {})}, given,
+                                LIST_AXES)
+    grid.check_choices("models", "model", settings["models"], MODELS)
+    grid.check_choices("dtypes", "dtype", settings["dtypes"], grid.DTYPES)
+    grid.check_choices("conv_impls", "conv_impl", settings["conv_impls"], grid.CONV_IMPLS)
     for mode in filter(None, settings["timm"].split(",")):
         if mode not in ("eager", "compile"):
             raise UserError(f"--timm takes eager and/or compile, got {mode!r}.")
@@ -138,8 +115,8 @@ def expand(settings: dict[str, Any], config_dir: str = "configs") -> list[dict[s
 
 
 def command(point: dict[str, Any], out_dir: str) -> list[str]:
-    json_path = os.path.join(out_dir, point["name"] + ".json")
-    return [sys.executable, "-m", "inception_jax.bench", *point["flags"], f"--out={json_path}"]
+    return [sys.executable, "-m", "inception_jax.bench", *point["flags"],
+            f"--out={grid.json_path(out_dir, point['name'])}"]
 
 
 def environment(settings: dict[str, Any]) -> dict[str, str]:
@@ -148,33 +125,6 @@ def environment(settings: dict[str, Any]) -> dict[str, str]:
     if settings["timm"]:
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     return env
-
-
-def run_point(point: dict[str, Any], out_dir: str, env: dict[str, str],
-              timeout: float) -> dict[str, Any]:
-    """Runs one setting; its result JSON, or a failure record."""
-    cmd = command(point, out_dir)
-    json_path = cmd[-1].removeprefix("--out=")
-    log_path = os.path.join(out_dir, point["name"] + ".log")
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        try:
-            proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  timeout=timeout or None)
-            returncode = proc.returncode
-        except subprocess.TimeoutExpired:
-            returncode = None
-    wall = time.perf_counter() - start
-    if returncode == 0 and os.path.isfile(json_path):
-        with open(json_path) as f:
-            result = json.load(f)
-        result.update(name=point["name"], command=shlex.join(cmd), wall_s=wall)
-        return result
-    with open(log_path) as f:
-        tail = f.read()[-3000:]
-    return {"name": point["name"], "command": shlex.join(cmd), "wall_s": wall,
-            "returncode": returncode, "timed_out": returncode is None, "log": log_path,
-            "log_tail": tail}
 
 
 def _fmt(value: float | None, spec: str, width: int) -> str:
@@ -213,9 +163,7 @@ def table(runs: list[dict[str, Any]], failures: list[dict[str, Any]]) -> str:
             lines.append(f"input pipeline at {p['image_size']}: {p['images_per_s']:.0f} img/s "
                          f"per host, {p['images_per_s_per_core']:.1f} per core "
                          f"({p['cores']} cores)")
-    for f in failures:
-        why = "timed out" if f["timed_out"] else f"exit status {f['returncode']}"
-        lines.append(f"FAILED {f['name']}: {why}; see {f['log']}")
+    lines.extend(grid.failure_lines(failures))
     return "\n".join(lines)
 
 
@@ -229,44 +177,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.compile_cache:
         for point in points:
             point["flags"].append("--compile_cache")
-    if FLAGS.print_commands:
-        for point in points:
-            print(shlex.join(command(point, out_dir)))
-        return
-    os.makedirs(out_dir, exist_ok=True)
-    env = environment(settings)
-    runs, failures = [], []
-    for i, point in enumerate(points, 1):
-        json_path = os.path.join(out_dir, point["name"] + ".json")
-        if FLAGS.resume and os.path.isfile(json_path):
-            with open(json_path) as f:
-                result = {**json.load(f), "name": point["name"], "resumed": True}
-            status = "kept"
-        else:
-            result = run_point(point, out_dir, env, FLAGS.timeout)
-            status = f"{result['wall_s']:.0f} s"
-        if "ours" in result:
-            runs.append(result)
-        else:
-            failures.append(result)
-            status = "FAILED"
-        print(f"[{i}/{len(points)}] {point['name']}: {status}", flush=True)
-        if status == "FAILED":
-            print(result["log_tail"][-1500:], file=sys.stderr, flush=True)
-    text = table(runs, failures)
-    combined = {
-        "grid": settings, "out_dir": out_dir,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "runs": runs, "failures": failures,
-    }
-    with open(os.path.join(out_dir, "grid.json"), "w") as f:
-        json.dump(combined, f, indent=2)
-    with open(os.path.join(out_dir, "grid.txt"), "w") as f:
-        f.write(text + "\n")
-    print(text)
-    print(f"-> {os.path.join(out_dir, 'grid.json')}")
-    if failures:
-        sys.exit(1)
+    grid.run_grid(points, lambda p: command(p, out_dir), out_dir, environment(settings),
+                  table, settings, FLAGS.timeout, FLAGS.resume, FLAGS.print_commands)
 
 
 FLAGS = flags.FLAGS
@@ -288,14 +200,8 @@ def define_flags() -> None:
     flags.DEFINE_bool("keras", None, "Compare with Keras on the JAX backend.")
     flags.DEFINE_bool("remat", None, "Rematerialise each block in the backward pass.")
     flags.DEFINE_bool("pipeline", None, "Time the input pipeline (once per image size).")
-    flags.DEFINE_string("config_dir", "configs", "Folder of the models' config files.")
-    flags.DEFINE_string("out", None,
-                        "Output directory (default bench_results/grid_<preset or 'custom'>).")
-    flags.DEFINE_float("timeout", 0, "Seconds per setting; 0: none.")
-    flags.DEFINE_bool("resume", False,
-                      "Skip settings whose JSON already exists in the output directory.")
+    grid.define_common_flags("bench_results/grid_<preset or 'custom'>")
     flags.DEFINE_bool("compile_cache", False, "Let the runs load compilations from JAX's cache.")
-    flags.DEFINE_bool("print_commands", False, "Print one command per setting and exit.")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 CPU host (libtpu, no TPU) reports its memory and collectives, and picks the TPU lowering."""
 
 import importlib.util
+import json
+import subprocess
+import sys
 
 import pytest
 
-from inception_jax import aot, hlo_stats, sharding
-from tests.helpers import tiny_config
+from inception_jax import aot, aot_grid, hlo_stats, sharding
+from inception_jax.errors import UserError
+from tests.helpers import ROOT, run_env, tiny_config
 
 needs_libtpu = pytest.mark.skipif(
     importlib.util.find_spec("libtpu") is None,
@@ -38,27 +42,46 @@ def test_topology_names_are_checked():
             aot.parse_topology(bad)
 
 
+# The tiny IR-v2 as a config file for the grid command (it runs each point in a process).
+TINY_CONFIG_FILE = """from tests.helpers import tiny_config
+
+
+def get_config(arg=None):
+    return tiny_config(None, **{"data.image_size": 75, "mesh.min_shard_mb": 0.0})
+"""
+
+
 @needs_libtpu
 @pytest.mark.slow
-def test_train_step_memory_and_collectives_follow_the_mesh(devices, tmp_path):
-    assert len(devices) == 4 and devices[0].platform == "tpu"
-    results = {}
-    for fsdp in (1, 2):
-        config = _config(tmp_path, fsdp)
-        mesh = sharding.create_mesh(fsdp, devices=devices)
-        results[fsdp] = aot.compile_steps(config, mesh, False)
-    limit = 16 * aot.GiB
+def test_grid_compiles_train_steps_whose_memory_and_collectives_follow_the_mesh(tmp_path):
+    """`aot_grid` end to end: the tiny network's train step for v5e:2x2 at 8 bf16 images per
+    chip, with FSDP over 1 and 2 chips, each compiled by `python -m inception_jax.aot`."""
+    configs, out = tmp_path / "configs", tmp_path / "out"
+    configs.mkdir()
+    (configs / "inception_resnet_v2.py").write_text(TINY_CONFIG_FILE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "inception_jax.aot_grid", f"--config_dir={configs}",
+         "--models=inception_resnet_v2", f"--topologies={TOPOLOGY}", "--per_chip_batches=8",
+         "--fsdp_axes=1,2", f"--out={out}"],
+        env=run_env(), capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    combined = json.loads((out / "grid.json").read_text())
+    assert combined["failures"] == [] and "no TPU ran" in combined["note"]
+    results = {r["fsdp_axis"]: r for r in combined["runs"]}
+    assert sorted(results) == [1, 2]
     for result in results.values():
         train = result["train"]
         assert result["platform"] == "tpu"  # the model's "auto" choices follow the target
-        assert train["fits"] and train["compile_s"] > 0
+        assert result["chips"] == 4 and result["per_chip_batch"] == 8
+        assert result["dtype"] == "bfloat16" and "eval" not in result
+        assert train["fits"] and train["compile_s"] > 0 and train["headroom_bytes"] > 0
         memory = train["memory"]
         # The compiler's HBM assignment holds at least the state and the batch (donated
         # state: outputs alias arguments), and a tiny network is far below the chip's HBM.
         assert memory["hbm_assigned_bytes"] >= memory["arguments_bytes"] > 0
-        assert memory["hbm_assigned_bytes"] < limit / 100
+        assert memory["hbm_assigned_bytes"] < 16 * aot.GiB / 100
         assert memory["aliased_bytes"] > 0.9 * result["state_bytes_per_chip"]
-        assert aot.verdict(train, limit, result["prefetch_bytes_per_chip"])["fits"]
         assert train["flops_per_chip"] > 0 and train["analytic_flops_per_chip"] > 0
     # FSDP halves what each chip holds of the parameters' shardable arrays...
     assert results[2]["state_bytes_per_chip"] < 0.75 * results[1]["state_bytes_per_chip"]
@@ -69,6 +92,63 @@ def test_train_step_memory_and_collectives_follow_the_mesh(devices, tmp_path):
     assert c1["all-gather"]["count"] == 0 and c1["reduce-scatter"]["count"] == 0
     assert c2["all-gather"]["count"] > 0
     assert c2["reduce-scatter"]["count"] + c2["all-reduce"]["count"] > 0
+    text = (out / "grid.txt").read_text()
+    assert text.strip() in proc.stdout and "Compiler estimates" in text
+    rows = {row.split()[8]: row.split() for row in text.splitlines()[2:4]}  # by fsdp column
+    assert rows["1"][9] == "yes" and int(rows["1"][14]) == c1["all-reduce"]["count"]
+    assert int(rows["2"][15]) == c2["all-gather"]["count"]
+
+
+def test_grid_points_scale_the_batch_by_each_topologys_chips():
+    settings = aot_grid.resolve(models=["inception_v4"], topologies=["v5e:2x2", "v5p:2x2x2"],
+                                per_chip_batches=["8"], remats=["false", "True"])
+    points = aot_grid.expand(settings, "/c")
+    assert [p["name"] for p in points] == [
+        "inception_v4_v5e-2x2_b8_bfloat16_auto_u0_fsdp1",
+        "inception_v4_v5e-2x2_b8_bfloat16_remat_auto_u0_fsdp1",
+        "inception_v4_v5p-2x2x2_b8_bfloat16_auto_u0_fsdp1",
+        "inception_v4_v5p-2x2x2_b8_bfloat16_remat_auto_u0_fsdp1",
+    ]
+    assert "--config.train.global_batch_size=32" in points[0]["flags"]  # 4 chips
+    assert "--config.train.global_batch_size=64" in points[2]["flags"]  # 8 chips
+    assert "--config.model.remat=True" in points[1]["flags"]
+    assert "--config=/c/inception_v4.py" in points[0]["flags"] and "--noeval" in points[0]["flags"]
+    assert aot_grid.command(points[0], "/o")[-1] == f"--out=/o/{points[0]['name']}.json"
+
+
+@pytest.mark.parametrize("given,message", [
+    ({"topologies": ["v5e:4"]}, "GENERATION"),
+    ({"dtypes": ["float16"]}, "Unknown dtype 'float16' in --dtypes"),
+    ({"remats": ["maybe"]}, "--remats"),
+    ({"per_chip_batches": ["0"]}, "must be >= 1"),
+    ({"models": ["resnet50"]}, "Unknown model 'resnet50'"),
+])
+def test_grid_refuses_bad_axes(given, message):
+    with pytest.raises(UserError, match=message):
+        aot_grid.resolve(**given)
+
+
+def test_grid_table_shows_what_fits_what_the_compiler_refused_and_failures():
+    base = {"model": "inception_v4", "topology": "v5e:2x2", "chips": 4, "per_chip_batch": 8,
+            "dtype": "bfloat16", "remat": False, "conv_impl": "auto", "scan_unroll": 0,
+            "fsdp_axis": 1}
+    none = {"count": 0, "bytes": 0}
+    fits = {**base, "name": "a", "train": {
+        "fits": True, "needed_bytes": 3 * aot.GiB, "headroom_bytes": 12 * aot.GiB,
+        "compile_s": 61.0, "analytic_flops_per_chip": 2.5e12,
+        "collectives": {"all-reduce": {"count": 310, "bytes": 9}, "all-gather": none,
+                        "reduce-scatter": none}}}
+    refused = {**base, "name": "b", "per_chip_batch": 512, "train": {
+        "fits": False, "compile_s": 40.0, "analytic_flops_per_chip": 1.6e14,
+        "error": "RESOURCE_EXHAUSTED: HLO temporaries exceed available HBM (15.75G)"}}
+    failure = {"name": "c", "timed_out": False, "returncode": 1, "log": "/o/c.log"}
+    text = aot_grid.table([fits, refused], [failure])
+    rows = [row.split() for row in text.splitlines()[2:4]]
+    assert rows[0] == ["inception_v4", "v5e:2x2", "4", "8", "bfloat16", "False", "auto", "0",
+                       "1", "yes", "3.00", "12.00", "61.0", "2.500", "310", "0", "0"]
+    assert rows[1][3] == "512" and rows[1][9:13] == ["no", "n/a", "n/a", "40.0"]
+    assert "does not fit: b: RESOURCE_EXHAUSTED" in text
+    assert "FAILED c: exit status 1; see /o/c.log" in text
 
 
 @needs_libtpu
