@@ -32,6 +32,7 @@ from inception_jax import cli, grid
 from inception_jax.aot import GiB, parse_topology
 from inception_jax.bench_grid import MODELS
 from inception_jax.errors import UserError
+from inception_jax.models.modules import CONV_IMPLS
 
 DEFAULTS: dict[str, Any] = {
     "models": ["inception_resnet_v2", "inception_v4"], "topologies": ["v5e:4x4", "v5p:2x2x2"],
@@ -40,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "max_batch": False, "batch_step": 8,
 }
 LIST_AXES = {"models": str, "topologies": str, "per_chip_batches": int, "dtypes": str,
-             "remats": lambda v: {"true": True, "false": False}[v.lower()],
+             "remats": lambda v: {"true": True, "false": False}[v.lower()],  # else KeyError
              "conv_impls": str, "scan_unrolls": int, "fsdp_axes": int}
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter")
 
@@ -53,7 +54,7 @@ def resolve(**given: Any) -> dict[str, Any]:
     for topology in settings["topologies"]:
         parse_topology(topology)  # names the accepted form when it is wrong
     grid.check_choices("dtypes", "dtype", settings["dtypes"], grid.DTYPES)
-    grid.check_choices("conv_impls", "conv_impl", settings["conv_impls"], grid.CONV_IMPLS)
+    grid.check_choices("conv_impls", "conv_impl", settings["conv_impls"], CONV_IMPLS)
     if min(settings["per_chip_batches"] + settings["fsdp_axes"]) < 1:
         raise UserError("--per_chip_batches and --fsdp_axes must be >= 1.")
     if min(settings["scan_unrolls"]) < 0:
@@ -62,9 +63,11 @@ def resolve(**given: Any) -> dict[str, Any]:
 
 
 def point_name(model: str, topology: str, per_chip: int, dtype: str, remat: bool, conv: str,
-               unroll: int, fsdp: int) -> str:
+               unroll: int, fsdp: int, extras: str = "") -> str:
+    """The point's file name; `extras` names the flags every point shares that change its
+    report (--eval, --max_batch), so that --resume never keeps a report made without them."""
     return (f"{model}_{topology.replace(':', '-')}_b{per_chip}_{dtype}"
-            f"{'_remat' if remat else ''}_{conv}_u{unroll}_fsdp{fsdp}")
+            f"{'_remat' if remat else ''}_{conv}_u{unroll}_fsdp{fsdp}{extras}")
 
 
 def expand(settings: dict[str, Any], config_dir: str = "configs") -> list[dict[str, Any]]:
@@ -86,7 +89,9 @@ def expand(settings: dict[str, Any], config_dir: str = "configs") -> list[dict[s
         ]
         if settings["max_batch"]:
             point_flags += ["--max_batch", f"--batch_step={settings['batch_step']}"]
-        name = point_name(model, topology, per_chip, dtype, remat, conv, unroll, fsdp)
+        extras = ("_eval" if settings["eval"] else "") + (
+            f"_maxb{settings['batch_step']}" if settings["max_batch"] else "")
+        name = point_name(model, topology, per_chip, dtype, remat, conv, unroll, fsdp, extras)
         points.append({"name": name, "flags": point_flags})
     return points
 
@@ -105,7 +110,8 @@ def _gib(n: float | None) -> str:
 
 
 def table(reports: list[dict[str, Any]], failures: list[dict[str, Any]]) -> str:
-    """One line per compiled point (its train step), then the failures."""
+    """One line per compiled point (fits: every step compiled fits; the other columns are its
+    train step's), then why each step that does not fit does not, then the failures."""
     head = (f"{'model':21}{'topology':11}{'chips':>6}{'b/chip':>7} {'dtype':9}{'remat':6}"
             f"{'conv':8}{'unroll':>6}{'fsdp':>5}{'fits':>5}{'HBM GiB':>9}{'headroom':>9}"
             f"{'compile s':>10}{'TFLOP/chip':>11}{'all-red':>8}{'all-gat':>8}{'red-sc':>7}"
@@ -124,7 +130,8 @@ def table(reports: list[dict[str, Any]], failures: list[dict[str, Any]]) -> str:
             f"{r['model']:21}{r['topology']:11}{r['chips']:6}{r['per_chip_batch']:7} "
             f"{r['dtype']:9}{str(r['remat']):6}{r['conv_impl']:8}{r['scan_unroll']:6}"
             f"{r['fsdp_axis']:5}"
-            f"{'yes' if train.get('fits') else 'no':>5}{_gib(train.get('needed_bytes'))}"
+            f"{'yes' if r.get('fits', train.get('fits')) else 'no':>5}"
+            f"{_gib(train.get('needed_bytes'))}"
             f"{_gib(train.get('headroom_bytes'))}{''.join(cells)}"
             f"{r.get('max_batch', {}).get('max_per_chip_batch', ''):>6}"
         )
@@ -132,8 +139,14 @@ def table(reports: list[dict[str, Any]], failures: list[dict[str, Any]]) -> str:
         lines.append("HBM: the compiler's HBM assignment plus what stays beside the step; "
                      "collectives: per train step. Compiler estimates: no TPU ran these.")
     for r in reports:
-        if not r["train"].get("fits") and "error" in r["train"]:
-            lines.append(f"does not fit: {r['name']}: {r['train']['error'][:160]}")
+        for step in ("train", "eval"):
+            s = r.get(step)
+            if s is None or s.get("fits"):
+                continue
+            why = s["error"][:160] if "error" in s else (
+                f"needs {_gib(s.get('needed_bytes')).strip()} GiB, "
+                f"{_gib(s.get('headroom_bytes')).strip()} GiB of headroom")
+            lines.append(f"does not fit: {r['name']} ({step} step): {why}")
     lines.extend(grid.failure_lines(failures))
     return "\n".join(lines)
 

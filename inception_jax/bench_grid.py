@@ -34,6 +34,7 @@ from absl import app, flags
 
 from inception_jax import cli, grid
 from inception_jax.errors import UserError
+from inception_jax.models.modules import CONV_IMPLS
 
 MODELS = ("inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2")
 
@@ -77,7 +78,7 @@ def resolve(preset: str | None = None, **given: Any) -> dict[str, Any]:
                                 LIST_AXES)
     grid.check_choices("models", "model", settings["models"], MODELS)
     grid.check_choices("dtypes", "dtype", settings["dtypes"], grid.DTYPES)
-    grid.check_choices("conv_impls", "conv_impl", settings["conv_impls"], grid.CONV_IMPLS)
+    grid.check_choices("conv_impls", "conv_impl", settings["conv_impls"], CONV_IMPLS)
     for mode in filter(None, settings["timm"].split(",")):
         if mode not in ("eager", "compile"):
             raise UserError(f"--timm takes eager and/or compile, got {mode!r}.")

@@ -356,8 +356,7 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, 
             saved = manager.item_metadata(step)["state"]
             device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             target = jax.tree.map(
-                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                getattr(saved, "item_metadata", saved),
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved
             )
             restored = manager.restore(step, args=ocp.args.Composite(
                 meta=ocp.args.JsonRestore(), state=ocp.args.StandardRestore(target)

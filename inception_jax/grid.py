@@ -21,7 +21,6 @@ from typing import Any
 from inception_jax.errors import UserError
 
 DTYPES = ("float32", "bfloat16")
-CONV_IMPLS = ("auto", "xla", "rewrite")
 
 
 def apply_given(settings: dict[str, Any], given: dict[str, Any],

@@ -144,10 +144,12 @@ class StepProfiler:
     def close(self) -> None:
         """Ends an open trace."""
         if self.active:
-            if self.settle is not None:
-                self.settle()
-            jax.profiler.stop_trace()
-            self.active = False
+            try:
+                if self.settle is not None:
+                    self.settle()
+            finally:
+                jax.profiler.stop_trace()
+                self.active = False
 
 
 SYNTHETIC = "synthetic"

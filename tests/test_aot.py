@@ -147,7 +147,7 @@ def test_grid_table_shows_what_fits_what_the_compiler_refused_and_failures():
     assert rows[0] == ["inception_v4", "v5e:2x2", "4", "8", "bfloat16", "False", "auto", "0",
                        "1", "yes", "3.00", "12.00", "61.0", "2.500", "310", "0", "0"]
     assert rows[1][3] == "512" and rows[1][9:13] == ["no", "n/a", "n/a", "40.0"]
-    assert "does not fit: b: RESOURCE_EXHAUSTED" in text
+    assert "does not fit: b (train step): RESOURCE_EXHAUSTED" in text
     assert "FAILED c: exit status 1; see /o/c.log" in text
 
 

@@ -378,7 +378,7 @@ def test_a_skip_run_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path):
     # devices: the programs of the suite's in-process tiny runs serve this one (the schedule is
     # compiled into the train step).
     damaged = make_damaged_folder(root, per_label=13, labels=10)
-    steps = 8
+    steps = 16  # two epochs: each damaged file comes up again after the rerun reads the list
     knobs = {"data.name": "image_folder", "data.folder": str(root), "data.eval_split": "test",
              "data.on_bad_image": "skip", "train.num_steps": steps,
              "train.checkpoint_every_steps": 2, "train.eval_every_steps": steps}
