@@ -3,15 +3,13 @@
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from inception_jax import sharding
-from inception_jax.checkpoint import CheckpointError
+from inception_jax.checkpoint import CheckpointError, read_checkpoint
 from inception_jax.data.pipeline import DatasetNotPreparedError, train_batches
 from inception_jax.trainer import create_setup, train_and_evaluate
 from tests import kill_points
@@ -24,17 +22,9 @@ def data_dir(tmp_path_factory):
 
 
 def final_params(workdir, step):
-    """(params, whole state) of a checkpoint, restored onto this process's first device."""
-    path = Path(workdir) / "checkpoints" / str(step) / "state"
-    checkpointer = ocp.StandardCheckpointer()
-    meta = checkpointer.metadata(path)
-    meta = getattr(meta, "item_metadata", meta)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta
-    )
-    restored = jax.device_get(checkpointer.restore(path, target))
-    return restored["params"], restored
+    """(params, whole state) of a checkpoint, as numpy arrays (the evaluate command's reader)."""
+    _, state = read_checkpoint(str(workdir), step)
+    return state["params"], state
 
 
 def global_batch(setup, batch):
