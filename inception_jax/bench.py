@@ -345,6 +345,11 @@ def _compare(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], peer: str
                 r[f"{peer}_compile_s"] = best["compile_s"]
 
 
+def _is_peers_network(model: ml_collections.ConfigDict) -> bool:
+    """Whether timm/Keras build the same network: they have no width or depth knob."""
+    return model.width == 1.0 and model.get("blocks") is None
+
+
 def run(config: ml_collections.ConfigDict, batch: int, warmup: int = 2, steps: int = 5,
         timm_modes: tuple[str, ...] = ("eager",), keras: bool = True,
         pipeline: bool = False) -> dict[str, Any]:
@@ -355,7 +360,7 @@ def run(config: ml_collections.ConfigDict, batch: int, warmup: int = 2, steps: i
     device = jax.devices()[0]
     ours = bench_ours(config, warmup, steps, peak)
     peers = {"timm": [], "keras": []}
-    if m.width == 1.0:  # the peers have no width knob
+    if _is_peers_network(m):
         peers["timm"] = bench_timm(m.name, batch, size, m.num_classes, m.dtype,
                                    list(timm_modes), warmup, steps)
         if keras:

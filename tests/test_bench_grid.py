@@ -10,7 +10,7 @@ import pytest
 from inception_jax import bench_grid as grid
 from tests.helpers import ROOT, run_env
 
-TINY = ["--models=inception_resnet_v1", "--widths=0.125", "--batches=2", "--image_sizes=75",
+TINY = ["--models=inception_resnet_v1", "--widths=0.125", "--batches=8", "--image_sizes=75",
         "--warmup=0", "--steps=1", "--timm="]
 
 
@@ -56,8 +56,9 @@ def test_cli_prints_commands_and_reports_user_errors():
 
 
 def _grid(out, *extra, args=TINY):
-    return subprocess.run([sys.executable, "-m", "inception_jax.bench_grid", *args, f"--out={out}",
-                           *extra], env=run_env(), capture_output=True, text=True, cwd=ROOT)
+    command = [sys.executable, "-m", "inception_jax.bench_grid", *args, f"--out={out}", *extra]
+    return subprocess.run(command, env=run_env(devices=8), capture_output=True, text=True,
+                          cwd=ROOT)
 
 
 @pytest.fixture
@@ -77,15 +78,15 @@ def tiny_configs(tmp_path):
 
 @pytest.mark.slow  # ~45 s on 2 cores with a cold compilation cache, ~17 s warm
 def test_tiny_grid_writes_combined_json_and_table(tmp_path, tiny_configs):
-    # --compile_cache, passed on to the run: the same programs as test_bench's CLI test, so
-    # whichever runs second loads them from the compilation cache.
+    # --compile_cache, passed on to the run: the same programs (8 devices, batch 8) as
+    # test_bench's harness and CLI tests, so whichever runs later loads them from the cache.
     proc = _grid(tmp_path / "out", "--compile_cache", tiny_configs)
     assert proc.returncode == 0, proc.stderr[-3000:]
     combined = json.loads((tmp_path / "out" / "grid.json").read_text())
     assert combined["failures"] == [] and len(combined["runs"]) == 1
     run = combined["runs"][0]
-    assert run["name"] == "inception_resnet_v1_w0.125_b2_s75_float32_auto"
-    assert run["backend"] == "cpu" and run["device_count"] == 1 and run["timm"] == []
+    assert run["name"] == "inception_resnet_v1_w0.125_b8_s75_float32_auto"
+    assert run["backend"] == "cpu" and run["device_count"] == 8 and run["timm"] == []
     assert run["peak_source"].startswith("measured") and run["peak_flops_per_s"] > 0
     assert [r["mode"] for r in run["ours"]] == ["train", "eval"]
     for r in run["ours"]:
@@ -99,7 +100,7 @@ def test_tiny_grid_writes_combined_json_and_table(tmp_path, tiny_configs):
     assert text.strip() in proc.stdout
 
     kept = _grid(tmp_path / "out", "--resume", tiny_configs)  # nothing reruns
-    assert kept.returncode == 0 and "[1/1] inception_resnet_v1_w0.125_b2_s75_float32_auto: kept" \
+    assert kept.returncode == 0 and "[1/1] inception_resnet_v1_w0.125_b8_s75_float32_auto: kept" \
         in kept.stdout
 
 
