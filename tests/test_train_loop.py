@@ -197,14 +197,17 @@ def test_bn_groups_per_device_equal_bn_on_each_shard_with_no_all_reduce(tmp_path
 
     loss, update, stats = updates["grouped"]
     assert abs(loss - float(ref_loss)) <= 1e-5 * abs(float(ref_loss))
-    # The same maths; statistics of 8 values (the tiny network's last maps are 1x1) amplify the
-    # rounding differences of convolutions run at another batch size and of the cross-device
-    # gradient sum. Measured (2026-12-01, the commands' XLA flags): update 1.0e-3 relative,
-    # running statistics 9e-7, loss 1.5e-6. Whole-batch BN, the wrong statistics, is more than
-    # 2e-2 away, so the bound separates them.
-    assert relative_difference(update, ref_update) < 2e-3
+    # The same maths in two programs. The update is not continuous in rounding: at this random
+    # init, some ReLU inputs and max-pool windows sit on a tie that float32 rounding decides,
+    # and one tie decided the other way moves the whole update by 5e-3 to 1.2e-2 (relative).
+    # Measured 2026-12-03: grouped vs reference 8e-5 with the commands' XLA flags on an AMD
+    # AVX-512 host, 1.2e-2 on a 2-core Intel Xeon (CI, 2026-12-02) and on the AMD host with LLVM
+    # at -O0; the reference alone, fed the same examples in another order inside each shard,
+    # moved by 3.6e-5 and 1.2e-2. Whole-batch BN, the wrong statistics, is 0.9-1.4 away (75 and
+    # 139 pixel inputs, random and drawn images), so a bound between the two separates them.
+    assert relative_difference(update, ref_update) < 5e-2
     assert relative_difference(stats, ref_stats) < 1e-4
-    assert relative_difference(updates["whole"][1], ref_update) > 2e-2
+    assert relative_difference(updates["whole"][1], ref_update) > 0.5
 
     # No statistic of the forward pass crosses devices: the training-mode forward pass compiles
     # with no all-reduce at all (whole-batch BN: several per BN layer), and the step keeps only
