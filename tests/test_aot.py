@@ -153,8 +153,9 @@ def test_grid_table_shows_what_fits_what_the_compiler_refused_and_failures():
 
 @needs_libtpu
 def test_lowering_follows_the_target_not_the_host(devices, tmp_path):
-    # conv_impl="auto" rewrites 1x1 convs as matmuls when compiling for CPU only: the TPU
-    # program keeps XLA's convolutions (this host's backend is CPU).
+    # The "auto" knobs resolve from the mesh's devices: for TPU, XLA's convolutions and a rolled
+    # loop over a stage's blocks (scan_unroll=1); for CPU, 1x1 convs as matmuls and the stage
+    # unrolled. This host's backend is CPU, so a choice made from it would be the CPU's.
     import jax
 
     from inception_jax.data.pipeline import DatasetInfo
@@ -162,14 +163,25 @@ def test_lowering_follows_the_target_not_the_host(devices, tmp_path):
 
     assert jax.default_backend() == "cpu"
     config = _config(tmp_path, 1)
-    mesh = sharding.create_mesh(1, devices=devices)
-    setup = create_setup(config, mesh=mesh, info=DatasetInfo(128, 32, 10, 75))
-    inputs = aot.abstract_inputs(setup, config)
-    text = setup.eval.lower(inputs["state"].ema, inputs["eval_batch"]).as_text()
-    convs = text.count("stablehlo.convolution")
-    dots = text.count("stablehlo.dot_general")
-    assert setup.model.platform == "tpu"
-    assert dots == 1 and convs > 20  # the classifier is the only matmul
+    # The released layout's 8x8 stage: two scanned blocks, then its final block.
+    config.model.blocks = (0, 0, 3)
+
+    def lowered_eval(devices):
+        setup = create_setup(config, mesh=sharding.create_mesh(1, devices=devices),
+                             info=DatasetInfo(128, 32, 10, 75))
+        inputs = aot.abstract_inputs(setup, config)
+        text = setup.eval.lower(inputs["state"].ema, inputs["eval_batch"]).as_text()
+        return setup.model.platform, {op: text.count(f"stablehlo.{op}")
+                                      for op in ("convolution", "dot_general", "while")}
+
+    platform, tpu = lowered_eval(devices)
+    assert platform == "tpu"
+    assert tpu["dot_general"] == 1 and tpu["convolution"] > 20  # the classifier is the only matmul
+    assert tpu["while"] == 1  # the stage's loop, one block an iteration
+    platform, cpu = lowered_eval(jax.devices()[:1])
+    assert platform == "cpu"
+    assert cpu["dot_general"] > 10  # 1x1 convs as matmuls
+    assert cpu["while"] == 0  # unrolled
 
 
 def test_hlo_collectives_count_loop_iterations():
