@@ -8,6 +8,7 @@ import ml_collections
 
 from inception_jax.errors import UserError
 from inception_jax.models import model_class
+from inception_jax.topology import parse_topology
 
 
 def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict:
@@ -165,13 +166,50 @@ def make_finetune(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+# Images per chip of a TPU slice's train step, from deviceless compiles (BENCHMARKS.md, "TPU
+# train-step compiles": compiler estimates, no TPU ran them): bfloat16, remat off, stages
+# unrolled (the TPU default), the largest measured power of two whose step the compiler fits
+# beside two prefetched batches.
+TPU_PER_CHIP_BATCH = {
+    ("inception_resnet_v2", "v5e"): 128,  # 9.7 of 15.75 GiB (64: 7.8 GiB)
+}
+
+
+def make_tpu(c: ml_collections.ConfigDict, topology: str) -> ml_collections.ConfigDict:
+    """The ImageNet run on a TPU slice (`v5e:4x4`): bfloat16 and the measured per-chip batch.
+
+    The global batch (and with it the learning rate, base_lr x batch / 256) is the per-chip
+    batch times the slice's chips. A model or generation with no measurement is refused.
+    """
+    slice_ = parse_topology(topology)
+    generation = slice_.generation.topology_prefix
+    per_chip = TPU_PER_CHIP_BATCH.get((c.model.name, generation))
+    if per_chip is None:
+        raise UserError(
+            f"no measured per-chip batch for {c.model.name} on {generation}: find the largest "
+            f"that fits with python -m inception_jax.aot --config=configs/{c.model.name}.py "
+            f"--topology={topology} --config.model.dtype=bfloat16 --max_batch, then set "
+            "--config.train.global_batch_size (per-chip batch x chips) without the variant."
+        )
+    c.model.dtype = "bfloat16"
+    c.train.global_batch_size = per_chip * slice_.chips
+    c.train.eval_batch_size = per_chip * slice_.chips
+    return c
+
+
 VARIANTS = {"smoke": make_smoke, "finetune": make_finetune}
 
 
 def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-    """Applies the `:variant` of a config file ("" = the full ImageNet run)."""
+    """Applies the `:variant` of a config file ("" = the full ImageNet run; a TPU slice such as
+    `v5e:4x4` = that run sized for the slice)."""
     if arg in (None, ""):
         return c
+    if ":" in arg:
+        return make_tpu(c, arg)
     if arg not in VARIANTS:
-        raise UserError(f"unknown config variant {arg!r}; use one of {', '.join(VARIANTS)}")
+        raise UserError(
+            f"unknown config variant {arg!r}; use one of {', '.join(VARIANTS)}, or a TPU slice "
+            "such as v5e:4x4"
+        )
     return VARIANTS[arg](c)

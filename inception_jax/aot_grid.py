@@ -29,10 +29,10 @@ from typing import Any
 from absl import app, flags
 
 from inception_jax import cli, grid
-from inception_jax.aot import GiB, parse_topology
 from inception_jax.bench_grid import MODELS
 from inception_jax.errors import UserError
 from inception_jax.models.modules import CONV_IMPLS
+from inception_jax.topology import GiB, parse_topology
 
 DEFAULTS: dict[str, Any] = {
     "models": ["inception_resnet_v2", "inception_v4"], "topologies": ["v5e:4x4", "v5p:2x2x2"],

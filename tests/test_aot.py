@@ -42,6 +42,23 @@ def test_topology_names_are_checked():
             aot.parse_topology(bad)
 
 
+def test_a_tpu_slice_variant_sizes_the_run_from_the_measured_per_chip_batch():
+    from configs import common, inception_resnet_v1, inception_resnet_v2
+
+    c = inception_resnet_v2.get_config("v5e:4x4")
+    per_chip = common.TPU_PER_CHIP_BATCH[("inception_resnet_v2", "v5e")]
+    assert c.model.dtype == "bfloat16" and not c.model.remat
+    assert c.train.global_batch_size == c.train.eval_batch_size == 16 * per_chip
+    # Everything else is the ImageNet run's.
+    full = inception_resnet_v2.get_config()
+    assert c.optim == full.optim and c.schedule == full.schedule and c.data == full.data
+    with pytest.raises(UserError, match=r"no measured per-chip batch for inception_resnet_v1 "
+                                        r"on v6e: .*--topology=v6e:2x2 .*--max_batch"):
+        inception_resnet_v1.get_config("v6e:2x2")
+    with pytest.raises(UserError, match="GENERATION"):
+        inception_resnet_v2.get_config("v5e:16")
+
+
 # The tiny IR-v2 as a config file for the grid command (it runs each point in a process).
 TINY_CONFIG_FILE = """from tests.helpers import tiny_config
 
@@ -153,12 +170,14 @@ def test_grid_table_shows_what_fits_what_the_compiler_refused_and_failures():
 
 @needs_libtpu
 def test_lowering_follows_the_target_not_the_host(devices, tmp_path):
-    # The "auto" knobs resolve from the mesh's devices: for TPU, XLA's convolutions and a rolled
-    # loop over a stage's blocks (scan_unroll=1); for CPU, 1x1 convs as matmuls and the stage
-    # unrolled. This host's backend is CPU, so a choice made from it would be the CPU's.
+    # The "auto" knobs resolve from the mesh's devices: for TPU, XLA's convolutions; for CPU,
+    # 1x1 convs as matmuls. Both unroll a stage's blocks; GPU keeps a loop over them. This
+    # host's backend is CPU, so a choice made from it would be the CPU's.
     import jax
+    import jax.numpy as jnp
 
     from inception_jax.data.pipeline import DatasetInfo
+    from inception_jax.models import create
     from inception_jax.trainer import create_setup
 
     assert jax.default_backend() == "cpu"
@@ -166,22 +185,30 @@ def test_lowering_follows_the_target_not_the_host(devices, tmp_path):
     # The released layout's 8x8 stage: two scanned blocks, then its final block.
     config.model.blocks = (0, 0, 3)
 
+    def counts(text):
+        return {op: text.count(f"stablehlo.{op}") for op in ("convolution", "dot_general", "while")}
+
     def lowered_eval(devices):
         setup = create_setup(config, mesh=sharding.create_mesh(1, devices=devices),
                              info=DatasetInfo(128, 32, 10, 75))
         inputs = aot.abstract_inputs(setup, config)
         text = setup.eval.lower(inputs["state"].ema, inputs["eval_batch"]).as_text()
-        return setup.model.platform, {op: text.count(f"stablehlo.{op}")
-                                      for op in ("convolution", "dot_general", "while")}
+        return setup.model.platform, counts(text)
 
     platform, tpu = lowered_eval(devices)
     assert platform == "tpu"
     assert tpu["dot_general"] == 1 and tpu["convolution"] > 20  # the classifier is the only matmul
-    assert tpu["while"] == 1  # the stage's loop, one block an iteration
+    assert tpu["while"] == 0  # the stage unrolled
     platform, cpu = lowered_eval(jax.devices()[:1])
     assert platform == "cpu"
-    assert cpu["dot_general"] > 10  # 1x1 convs as matmuls
-    assert cpu["while"] == 0  # unrolled
+    assert cpu["dot_general"] > 10 and cpu["while"] == 0  # 1x1 convs as matmuls; unrolled
+
+    gpu = create("inception_resnet_v2", width=0.125, blocks=(0, 0, 3), num_classes=10,
+                 platform="gpu")
+    x = jax.ShapeDtypeStruct((8, 75, 75, 3), jnp.float32)
+    variables = jax.eval_shape(gpu.init, jax.random.key(0), x)
+    text = jax.jit(lambda v, x: gpu.apply(v, x, train=False)).lower(variables, x).as_text()
+    assert counts(text)["while"] == 1  # one block an iteration
 
 
 def test_hlo_collectives_count_loop_iterations():

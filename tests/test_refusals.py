@@ -219,7 +219,12 @@ ROWS = [
         r"^inception_v4 has no option\(s\) wdith\. Options: aux_head, "),
     Row("Unknown config variant (`file.py:variant`)", TRAIN,
         lambda ctx: v4_config.get_config("tiny"),
-        r"^unknown config variant 'tiny'; use one of smoke, finetune"),
+        r"^unknown config variant 'tiny'; use one of smoke, finetune, or a TPU slice such as "
+        r"v5e:4x4"),
+    Row("TPU slice variant with no measured per-chip batch", TRAIN,
+        lambda ctx: v4_config.get_config("v6e:4x4"),
+        r"^no measured per-chip batch for inception_v4 on v6e: find the largest that fits with "
+        r"python -m inception_jax\.aot "),
     Row("Misspelled config key", TRAIN, unknown_config_key,
         r"^Unknown command line flag 'config\.train\.nmu_steps'", error=absl_flags.Error),
     Row("Unknown dataset", CONFIG, lambda ctx: pipeline.get_builder(data(ctx, name="cifar")),

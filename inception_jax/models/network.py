@@ -42,7 +42,7 @@ class InceptionNet(nn.Module):
     dtype: str = "float32"
     remat: bool = False
     pool_count_include_pad: bool = False
-    scan_unroll: int = 0  # blocks per loop iteration of a stage; 0 = auto (CPU: all)
+    scan_unroll: int = 0  # blocks per loop iteration of a stage; 0 = auto (CPU, TPU: all)
     conv_impl: str = "auto"  # "xla", "rewrite" (1x1 as matmul, n x 1 as 1 x n), "auto"
     bn_group_size: int = 0  # examples per BatchNorm statistics group; 0 = the whole batch
     # The compilation target that "auto" choices follow; None = JAX's default backend. Not a
