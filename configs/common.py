@@ -170,8 +170,9 @@ def make_finetune(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # train-step compiles": compiler estimates, no TPU ran them): bfloat16, remat off, stages
 # unrolled (the TPU default), the largest measured power of two whose step the compiler fits
 # beside two prefetched batches.
-TPU_PER_CHIP_BATCH = {
+TPU_PER_CHIP_BATCH: dict[tuple[str, str], int] = {
     ("inception_resnet_v2", "v5e"): 128,  # 9.7 of 15.75 GiB (64: 7.8 GiB)
+    ("inception_v4", "v5e"): 128,  # 7.9 GiB
 }
 
 
@@ -185,11 +186,15 @@ def make_tpu(c: ml_collections.ConfigDict, topology: str) -> ml_collections.Conf
     generation = slice_.generation.topology_prefix
     per_chip = TPU_PER_CHIP_BATCH.get((c.model.name, generation))
     if per_chip is None:
+        start = 64 * slice_.chips
         raise UserError(
             f"no measured per-chip batch for {c.model.name} on {generation}: find the largest "
             f"that fits with python -m inception_jax.aot --config=configs/{c.model.name}.py "
-            f"--topology={topology} --config.model.dtype=bfloat16 --max_batch, then set "
-            "--config.train.global_batch_size (per-chip batch x chips) without the variant."
+            f"--topology={topology} --config.model.dtype=bfloat16 "
+            f"--config.train.global_batch_size={start} --max_batch, then run without the "
+            "variant with --config.model.dtype=bfloat16 and --config.train.global_batch_size and "
+            "--config.train.eval_batch_size set to that batch x chips (or add it to "
+            "configs/common.py's TPU_PER_CHIP_BATCH)."
         )
     c.model.dtype = "bfloat16"
     c.train.global_batch_size = per_chip * slice_.chips

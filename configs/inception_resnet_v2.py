@@ -10,7 +10,8 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-    """The config; arg "smoke" shrinks it for a laptop, "finetune" starts from weights."""
+    """The config; arg "smoke" shrinks it for a laptop, "finetune" starts from weights, a TPU
+    slice ("v5e:4x4") sizes it for that slice."""
     c = common.imagenet_config("inception_resnet_v2")
     c.optim.weight_decay_mask = "kernels_and_biases"  # slim's IR-v2 arg scope decays biases too
     common.apply_variant(c, arg)

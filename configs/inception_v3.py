@@ -10,6 +10,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-    """The config; arg "smoke" shrinks it for a laptop, "finetune" starts from weights."""
+    """The config; arg "smoke" shrinks it for a laptop, "finetune" starts from weights, a TPU
+    slice ("v5e:4x4") sizes it for that slice."""
     c = common.imagenet_config("inception_v3")
     return common.apply_variant(c, arg)

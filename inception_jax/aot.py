@@ -49,13 +49,7 @@ from absl import app, flags  # noqa: E402
 from inception_jax import cli, hlo_stats, sharding  # noqa: E402
 from inception_jax.errors import UserError  # noqa: E402
 from inception_jax.flops import analytic_flops  # noqa: E402
-from inception_jax.topology import (  # noqa: E402, F401  (re-exported)
-    GENERATIONS,
-    Generation,
-    GiB,
-    Topology,
-    parse_topology,
-)
+from inception_jax.topology import GiB, Topology, parse_topology  # noqa: E402
 
 MAX_PER_CHIP_BATCH = 4096  # where --max_batch stops doubling
 

@@ -44,6 +44,7 @@ class Topology:
 
     @property
     def chips(self) -> int:
+        """Chips in the slice (one JAX device each)."""
         return math.prod(self.shape)
 
 

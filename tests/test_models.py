@@ -348,6 +348,8 @@ def test_stage_unroll_auto_unrolls_on_cpu_and_keeps_outputs():
 
     assert jax.default_backend() == "cpu"
     assert [stage_unroll(0, 20), stage_unroll(1, 20), stage_unroll(4, 3)] == [20, 1, 3]
+    # Auto follows the target: unrolled for CPU and TPU, one block an iteration for GPU.
+    assert [stage_unroll(0, 20, p) for p in ("cpu", "tpu", "gpu", "cuda")] == [20, 20, 1, 1]
     x = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (1, 75, 75, 3)), jnp.float32)
     rolled = create("inception_resnet_v2", width=0.125, blocks=(2, 3, 2), scan_unroll=1)
     auto = create("inception_resnet_v2", width=0.125, blocks=(2, 3, 2))

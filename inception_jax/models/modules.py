@@ -66,8 +66,8 @@ def stage_unroll(scan_unroll: int, repeat: int, platform: str | None = None) -> 
 
     Auto unrolls the stage completely when compiling for CPU, where a rolled loop made the
     backward pass 3-5x slower, and for TPU, where the unrolled IR-v2 train step needs 40% less
-    HBM (7.8 vs 13.0 GiB a v5e chip at 64 images; 128 fit only unrolled) for twice the compile
-    time (BENCHMARKS.md). GPU keeps one block per iteration: the loop compiles once for all
+    HBM (7.8 vs 13.0 GiB a v5e chip at 64 images; 128 fit rolled only with remat) for 2-4x the
+    compile time (BENCHMARKS.md). GPU keeps one block per iteration: the loop compiles once for all
     repeats (not measured there).
     """
     if scan_unroll == 0:
