@@ -118,7 +118,6 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("evaluate_trained")
 def test_evaluation_of_a_checkpoint_equals_the_trainers_own_eval(trained):
     from inception_jax.evaluation import evaluate
 
@@ -143,7 +142,6 @@ def evaluate_cli(*args):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("evaluate_trained")
 def test_evaluate_cli_writes_json_and_refuses_bad_input(trained, tmp_path):
     # The checkpoint was saved on 8 devices and is read on 2 (orbax refused that until
     # read_checkpoint gave it a target on the reading process's devices).

@@ -37,7 +37,6 @@ def imported(tmp_path_factory):
     return state, tmp / "v3.safetensors"
 
 
-@pytest.mark.xdist_group("pretrained_imported")
 def test_import_cli_writes_the_converted_weights(imported):
     state, path = imported
     name, knobs, variables = read_weights(str(path))
@@ -49,7 +48,6 @@ def test_import_cli_writes_the_converted_weights(imported):
                                   expected["params"]["head"]["kernel"])
 
 
-@pytest.mark.xdist_group("pretrained_imported")
 def test_import_cli_refuses_wrong_architecture(imported, tmp_path):
     _, path = imported
     timm_file = path.parent / "timm.safetensors"
@@ -62,7 +60,6 @@ def test_import_cli_refuses_wrong_architecture(imported, tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
 
 
-@pytest.mark.xdist_group("pretrained_imported")
 def test_predict_prints_top5_imagenet_names(imported, tmp_path):
     import tensorflow as tf
 

@@ -295,7 +295,6 @@ def assert_same_as(reference, workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("resilience_reference")
 def test_rerun_after_damaging_the_newest_checkpoint_resumes_from_the_previous(
         reference, data_dir, tmp_path):
     workdir = tmp_path / "run"
@@ -318,7 +317,6 @@ def test_rerun_after_damaging_the_newest_checkpoint_resumes_from_the_previous(
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("resilience_reference")
 def test_sigterm_saves_the_step_it_is_at_and_the_rerun_is_bit_identical(
         reference, data_dir, tmp_path):
     workdir = tmp_path / "sigterm"
@@ -344,7 +342,6 @@ def test_sigterm_saves_the_step_it_is_at_and_the_rerun_is_bit_identical(
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("resilience_reference")
 def test_kills_before_the_first_checkpoint_between_two_and_during_evaluation(
         reference, data_dir, tmp_path):
     """One run killed three times (SIGKILL), each rerun resuming; the last one finishes."""

@@ -81,7 +81,6 @@ def sweep_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("sweep_dir")
 def test_one_command_runs_a_sweep_and_plots_it(sweep_dir):
     summary = json.loads((sweep_dir / "sweep.json").read_text())
     assert [r["exit_code"] for r in summary["runs"]] == [0, 0]
@@ -91,7 +90,6 @@ def test_one_command_runs_a_sweep_and_plots_it(sweep_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("sweep_dir")
 def test_plot_reads_the_metrics_of_real_runs(sweep_dir, tmp_path):
     runs = [str(sweep_dir / f"residual_scales={s}") for s in (1.0, 0.1)]
     data = curves(runs[0])
