@@ -198,8 +198,7 @@ def make_tpu(c: ml_collections.ConfigDict, topology: str) -> ml_collections.Conf
             "configs/common.py's TPU_PER_CHIP_BATCH)."
         )
     c.model.dtype = "bfloat16"
-    c.train.global_batch_size = per_chip * slice_.chips
-    c.train.eval_batch_size = per_chip * slice_.chips
+    c.train.global_batch_size = c.train.eval_batch_size = per_chip * slice_.chips
     return c
 
 

@@ -43,6 +43,8 @@ def test_topology_names_are_checked():
 
 
 def test_a_tpu_slice_variant_sizes_the_run_from_the_measured_per_chip_batch():
+    from flax.traverse_util import flatten_dict
+
     from configs import common, inception_resnet_v1, inception_resnet_v2
 
     c = inception_resnet_v2.get_config("v5e:4x4")
@@ -51,13 +53,7 @@ def test_a_tpu_slice_variant_sizes_the_run_from_the_measured_per_chip_batch():
     assert c.train.global_batch_size == c.train.eval_batch_size == 16 * per_chip
     # Everything else is the ImageNet run's.
     full = inception_resnet_v2.get_config()
-
-    def flat(d, prefix=""):
-        return {k2: v2 for k, v in d.items()
-                for k2, v2 in (flat(v, f"{prefix}{k}.").items() if isinstance(v, dict)
-                               else [(f"{prefix}{k}", v)])}
-
-    tpu, imagenet = flat(c.to_dict()), flat(full.to_dict())
+    tpu, imagenet = (flatten_dict(x.to_dict(), sep=".") for x in (c, full))
     assert tpu.keys() == imagenet.keys()
     assert {k for k in tpu if tpu[k] != imagenet[k]} == {
         "model.dtype", "train.global_batch_size", "train.eval_batch_size"}
