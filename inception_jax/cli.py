@@ -70,11 +70,15 @@ def _hide_gpus_from_tensorflow_when_imported() -> None:
 
 
 def setup() -> None:
-    """Sets our XLA flags, filters library INFO logs, turns on the compilation cache and hides
-    GPUs from TensorFlow. Call it first, before anything runs a TensorFlow op."""
+    """Sets our XLA flags, filters library INFO logs, turns on the compilation cache (in
+    `$JAX_COMPILATION_CACHE_DIR` if set, else `CACHE_DIR`) and hides GPUs from TensorFlow.
+    Call it first, before anything runs a TensorFlow op."""
     xla_flags.apply()
     logging.get_absl_handler().addFilter(_QuietLibraries())
-    jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+    # A cache the user chose (JAX's own variable) wins over ours.
+    jax.config.update(
+        "jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR") or CACHE_DIR
+    )
     _hide_gpus_from_tensorflow_when_imported()
 
 

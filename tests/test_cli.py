@@ -105,3 +105,20 @@ def test_a_config_file_imports_its_package_from_any_directory(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: No checkpoint directory at {tmp_path}/none: pass the --workdir of a training run.")
+
+
+def test_setup_keeps_a_compilation_cache_the_user_chose(tmp_path):
+    code = """
+        import os, jax
+        from inception_jax import cli
+        cli.setup()
+        print(jax.config.jax_compilation_cache_dir)
+    """
+    env = {**run_env(), "JAX_COMPILATION_CACHE_DIR": str(tmp_path)}
+    chosen = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert chosen.stdout.strip() == str(tmp_path), chosen.stderr[-2000:]
+    env.pop("JAX_COMPILATION_CACHE_DIR")
+    default = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                             capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert default.stdout.strip() == cli.CACHE_DIR, default.stderr[-2000:]
