@@ -61,7 +61,8 @@ def attempt(
     A one-element dataset whose errors are ignored acts as try/except; `fallback` must fit
     fn's output (same dtype, compatible shape).
     """
-    tried = tf.data.Dataset.from_tensors(value).map(lambda v: (fn(v), True)).ignore_errors()
+    untransformed = tf.autograph.experimental.do_not_convert(lambda v: (fn(v), True))
+    tried = tf.data.Dataset.from_tensors(value).map(untransformed).ignore_errors()
     otherwise = tf.data.Dataset.from_tensors((fallback, False))
     return tried.concatenate(otherwise).take(1).get_single_element()
 

@@ -167,12 +167,18 @@ def process_records(
         total = _num_examples(builder, split)
         ds = _raw(builder, split).enumerate().shard(count, index)
         size = total // count if drop_remainder else len(range(index, total, count))
-        return ds.take(size).map(_with_record), size
+        return _map(ds.take(size), _with_record), size
     # tfds.split_for_jax_process, with the process given explicitly:
     shares = tfds.even_splits(split, n=count, drop_remainder=drop_remainder)
     start = sum(_num_examples(builder, share) for share in shares[:index])
-    ds = _raw(builder, shares[index]).enumerate(start).map(_with_record)
+    ds = _map(_raw(builder, shares[index]).enumerate(start), _with_record)
     return ds, _num_examples(builder, shares[index])
+
+
+def _map(ds: tf.data.Dataset, fn: Callable[..., Any], **kwargs: Any) -> tf.data.Dataset:
+    """`ds.map(fn)` without AutoGraph: our functions branch only on Python values, and
+    AutoGraph's rewrite of them was most of the pipeline's start-up (BENCHMARKS.md)."""
+    return ds.map(tf.autograph.experimental.do_not_convert(fn), **kwargs)
 
 
 def _with_record(record: tf.Tensor, example: dict) -> dict:
@@ -368,7 +374,7 @@ def train_batches(
         )
         ds = ds.take(steps_per_epoch * local_b).enumerate()
         ds = ds.skip(first_batch * local_b)
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = _map(ds, augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.batch(local_b, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     def stream() -> Iterator[dict[str, np.ndarray]]:
@@ -428,7 +434,8 @@ def eval_batches(
             return {**out, **_host_fields(example, ok)} if guarded else out
 
         pad = {**padding, **padding_fields} if guarded else padding
-        ds = records.skip(first_batch * local_b).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = _map(records.skip(first_batch * local_b), prepare,
+                  num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat())
         ds = ds.take((num_batches - first_batch) * local_b).batch(local_b)
         return ds.prefetch(tf.data.AUTOTUNE)
