@@ -12,8 +12,8 @@ from inception_jax.errors import UserError
 from tests.helpers import ROOT, run_env
 
 
-def python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=run_env(),
+def python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env or run_env(),
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
@@ -115,10 +115,8 @@ def test_setup_keeps_a_compilation_cache_the_user_chose(tmp_path):
         print(jax.config.jax_compilation_cache_dir)
     """
     env = {**run_env(), "JAX_COMPILATION_CACHE_DIR": str(tmp_path)}
-    chosen = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    chosen = python(code, env)
     assert chosen.stdout.strip() == str(tmp_path), chosen.stderr[-2000:]
     env.pop("JAX_COMPILATION_CACHE_DIR")
-    default = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                             capture_output=True, text=True, cwd=ROOT, timeout=300)
+    default = python(code, env)
     assert default.stdout.strip() == cli.CACHE_DIR, default.stderr[-2000:]
