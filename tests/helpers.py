@@ -1,5 +1,6 @@
 """Test utilities: random model variables (no jitted init) and a tiny training config."""
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -7,8 +8,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from configs import inception_resnet_v2
 
 
 def random_variables(model, image_size: int = 75, seed: int = 0, batch: int = 1):
@@ -38,18 +37,22 @@ def random_variables(model, image_size: int = 75, seed: int = 0, batch: int = 1)
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A tiny IR-v2 on a tiny built-in dataset (as flags, so subprocess runs use the same). One
-# block in the 8x8 stage only (the released layout's final block8): the trainer's tests assert
-# no architecture, and the 35x35 and 17x17 blocks they drop cut the train step's compile from
-# 25 s to 15 s (one device, measured 2026-12-02). The dead-unit monitor is off (one compiled
-# program fewer a run); tests that read it turn it on. Runs with these knobs in processes with
-# as many devices compile the same programs, so later ones load them from the compilation
-# cache. Not across device counts: the key holds the process's devices, so this suite's
-# in-process runs (8 forced devices), even on a one-device mesh, do not load the programs of
-# its one-device subprocesses (measured 2026-12-02).
+# A tiny IR-v1 on a tiny built-in dataset (as flags, so subprocess runs use the same). One
+# block in the 8x8 stage only: the trainer's tests assert no architecture, and a small network
+# is cheap to compile, which is most of what a tiny run costs. Measured 2026-12-03 (one device,
+# jit(train_step) compile): IR-v2 with blocks (1,2,2) 25 s, with (0,0,1) 14.5 s; IR-v1 with
+# (0,0,1) 10.3 s (its stem has no branches), and XLA's convolution instead of the CPU rewrite
+# (`conv_impl`, a speed knob whose outputs and gradients test_models compares) 8.9 s. The
+# dead-unit monitor is off (one compiled program fewer a run); tests that read it turn it on.
+# Runs with these knobs in processes with as many devices compile the same programs, so later
+# ones load them from the compilation cache. Not across device counts: the key holds the
+# process's devices, so this suite's in-process runs (8 forced devices), even on a one-device
+# mesh, do not load the programs of its one-device subprocesses (measured 2026-12-02).
+TINY_MODEL = "inception_resnet_v1"
 TINY = {
     "model.width": 0.125,
     "model.blocks": (0, 0, 1),
+    "model.conv_impl": "xla",
     "data.builder.image_size": 32,
     "data.builder.num_train": 128,
     "data.builder.num_test": 32,
@@ -67,7 +70,7 @@ TINY = {
 
 
 def tiny_config(data_dir, **overrides):
-    config = inception_resnet_v2.get_config("smoke")
+    config = importlib.import_module(f"configs.{TINY_MODEL}").get_config("smoke")
     settings = {**TINY, "data.data_dir": data_dir, **overrides}
     for dotted, value in settings.items():
         *parents, leaf = dotted.split(".")
@@ -79,10 +82,10 @@ def tiny_config(data_dir, **overrides):
 
 
 def flags(data_dir, workdir, **overrides):
-    """train.py's command line for the tiny IR-v2 with `overrides`."""
+    """train.py's command line for the tiny IR-v1 with `overrides`."""
     settings = {**TINY, "data.data_dir": data_dir, **overrides}
     args = [sys.executable, str(ROOT / "train.py"),
-            "--config", str(ROOT / "configs/inception_resnet_v2.py") + ":smoke",
+            "--config", str(ROOT / f"configs/{TINY_MODEL}.py") + ":smoke",
             "--workdir", str(workdir)]
     for k, v in settings.items():
         v = ",".join(map(str, v)).join("()") if isinstance(v, tuple) else v

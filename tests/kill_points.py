@@ -2,7 +2,7 @@
 
 Run:  python -m tests.kill_points --points=10 [--steps=48] [--seed=0] [--workdir=DIR]
 
-It trains the tiny IR-v2 of tests/helpers.py once without interruption, then starts the same
+It trains the tiny IR-v1 of tests/helpers.py once without interruption, then starts the same
 run in a second workdir and SIGKILLs it at `--points` random moments (each rerun resumes from
 the newest checkpoint), lets the last rerun finish, and checks that the final train state and
 final evaluation are bit-identical to the uninterrupted run's. tests/test_resilience.py uses

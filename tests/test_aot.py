@@ -10,7 +10,7 @@ import pytest
 
 from inception_jax import aot, aot_grid, hlo_stats, sharding
 from inception_jax.errors import UserError
-from tests.helpers import ROOT, run_env, tiny_config
+from tests.helpers import ROOT, TINY_MODEL, run_env, tiny_config
 
 needs_libtpu = pytest.mark.skipif(
     importlib.util.find_spec("libtpu") is None,
@@ -21,11 +21,13 @@ TOPOLOGY = "v5e:2x2"
 
 
 def _config(tmp_path, fsdp_axis):
-    # The tiny IR-v2 (width 0.125, one block a stage) with TPU dtype and 8 images per chip;
-    # its arrays are all small, so FSDP shards every one it can (no size threshold).
+    # The tiny IR-v1 of tests/helpers.py with TPU dtype and 8 images per chip;
+    # its arrays are all small, so FSDP shards every one it can (no size threshold). The
+    # convolutions' default ("auto": the lowering follows the target).
     return tiny_config(str(tmp_path), **{
-        "data.image_size": 75, "model.dtype": "bfloat16", "mesh.fsdp_axis": fsdp_axis,
-        "mesh.min_shard_mb": 0.0, "train.global_batch_size": 32, "train.eval_batch_size": 32,
+        "data.image_size": 75, "model.dtype": "bfloat16", "model.conv_impl": "auto",
+        "mesh.fsdp_axis": fsdp_axis, "mesh.min_shard_mb": 0.0, "train.global_batch_size": 32,
+        "train.eval_batch_size": 32,
     })
 
 
@@ -64,7 +66,7 @@ def test_a_tpu_slice_variant_sizes_the_run_from_the_measured_per_chip_batch():
         inception_resnet_v2.get_config("v5e:16")
 
 
-# The tiny IR-v2 as a config file for the grid command (it runs each point in a process).
+# The tiny IR-v1 as a config file for the grid command (it runs each point in a process).
 TINY_CONFIG_FILE = """from tests.helpers import tiny_config
 
 
@@ -80,10 +82,10 @@ def test_grid_compiles_train_steps_whose_memory_and_collectives_follow_the_mesh(
     chip, with FSDP over 1 and 2 chips, each compiled by `python -m inception_jax.aot`."""
     configs, out = tmp_path / "configs", tmp_path / "out"
     configs.mkdir()
-    (configs / "inception_resnet_v2.py").write_text(TINY_CONFIG_FILE)
+    (configs / f"{TINY_MODEL}.py").write_text(TINY_CONFIG_FILE)
     proc = subprocess.run(
         [sys.executable, "-m", "inception_jax.aot_grid", f"--config_dir={configs}",
-         "--models=inception_resnet_v2", f"--topologies={TOPOLOGY}", "--per_chip_batches=8",
+         f"--models={TINY_MODEL}", f"--topologies={TOPOLOGY}", "--per_chip_batches=8",
          "--fsdp_axes=1,2", f"--out={out}"],
         env=run_env(), capture_output=True, text=True, cwd=ROOT,
     )
@@ -187,7 +189,7 @@ def test_lowering_follows_the_target_not_the_host(devices, tmp_path):
 
     assert jax.default_backend() == "cpu"
     config = _config(tmp_path, 1)
-    # The released layout's 8x8 stage: two scanned blocks, then its final block.
+    # Three 8x8 blocks: a stage that could be a loop.
     config.model.blocks = (0, 0, 3)
 
     def counts(text):
@@ -206,7 +208,9 @@ def test_lowering_follows_the_target_not_the_host(devices, tmp_path):
     assert tpu["while"] == 0  # the stage unrolled
     platform, cpu = lowered_eval(jax.devices()[:1])
     assert platform == "cpu"
-    assert cpu["dot_general"] > 10 and cpu["while"] == 0  # 1x1 convs as matmuls; unrolled
+    assert cpu["while"] == 0  # unrolled
+    # 1x1 convs as matmuls: each becomes one dot_general (IR-v1 here: 8 of 22 lowered convs).
+    assert cpu["dot_general"] - 1 == tpu["convolution"] - cpu["convolution"] >= 8
 
     gpu = create("inception_resnet_v2", width=0.125, blocks=(0, 0, 3), num_classes=10,
                  platform="gpu")

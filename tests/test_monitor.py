@@ -12,7 +12,7 @@ from inception_jax.models import create
 from inception_jax.monitor import DeadNetworkWatch, activation_health, health_step
 from inception_jax.trainer import train_and_evaluate
 from inception_jax.weights import save_weights
-from tests.helpers import random_variables, tiny_config
+from tests.helpers import TINY_MODEL, random_variables, tiny_config
 
 
 def test_health_numbers_on_constructed_activations():
@@ -74,15 +74,16 @@ def test_dead_network_watch_counts_consecutive_logs():
 
 @pytest.mark.slow
 def test_training_logs_health_and_stops_a_dead_network(tmp_path, capsys):
-    # A 17x17 block (the residual ratios) but no 35x35 one: less to compile.
+    # The tiny network (tests/helpers.py) with a 17x17 block (the residual ratios). Its last
+    # unit, the 8x8 block, ends in a ReLU of trunk + 0.2 * projection: a projection bias of
+    # -1e4 zeroes the map that is pooled into the classifier.
     knobs = {"width": 0.125, "blocks": (0, 1, 1), "num_classes": 10}
-    model = create("inception_resnet_v2", **knobs)
+    model = create(TINY_MODEL, **knobs)
     variables = random_variables(model, image_size=75)
-    variables["params"]["conv_7b"]["b0_0"]["bn"]["bias"] = np.full(
-        variables["params"]["conv_7b"]["b0_0"]["bn"]["bias"].shape, -1e4, np.float32
-    )
+    bias = variables["params"]["block8"]["proj"]["bias"]
+    variables["params"]["block8"]["proj"]["bias"] = np.full(bias.shape, -1e4, np.float32)
     weights = str(tmp_path / "dead.safetensors")
-    save_weights(weights, variables, "inception_resnet_v2", knobs)
+    save_weights(weights, variables, TINY_MODEL, knobs)
     config = tiny_config(str(tmp_path / "tfds"), **{
         "train.num_steps": 8, "train.init_weights": weights, "model.blocks": (0, 1, 1),
         "monitor.enabled": True, "monitor.dead_patience": 2,
@@ -94,7 +95,7 @@ def test_training_logs_health_and_stops_a_dead_network(tmp_path, capsys):
     assert [r["step"] for r in logged] == [2, 4]
     assert all(r["dead/prepool_zero_frac"] == 1.0 for r in logged)
     assert any(r.get("died_at_step") == 4 for r in records)
-    assert "residual/block17_ratio" in logged[0] and "zero_frac/mixed_6a" in logged[0]
+    assert "residual/block17_ratio" in logged[0] and "zero_frac/reduction_a" in logged[0]
     # The console shows the configured few (the death included), not every health scalar.
     console = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert console[0].startswith("[2] loss=") and console[0].endswith(" dead/prepool_zero_frac=1")

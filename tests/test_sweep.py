@@ -8,7 +8,7 @@ import pytest
 
 from inception_jax.plot import curves, plot_runs, run_labels
 from inception_jax.sweep import command, expand, load_sweep
-from tests.helpers import ROOT, TINY, run_env
+from tests.helpers import ROOT, TINY, TINY_MODEL, run_env
 
 
 def test_residual_scaling_sweep_expands_to_named_runs():
@@ -68,7 +68,7 @@ def sweep_dir(tmp_path_factory):
     sweep = tmp / "tiny_sweep.py"
     sweep.write_text(
         "def get_sweep(arg=None):\n"
-        f"    return {{'config': 'configs/inception_resnet_v2.py:smoke', 'fixed': {fixed!r},\n"
+        f"    return {{'config': 'configs/{TINY_MODEL}.py:smoke', 'fixed': {fixed!r},\n"
         "            'axes': {'model.residual_scales': [(1.0, 1.0, 1.0), (0.1, 0.1, 0.1)]}}\n"
     )
     out = subprocess.run(

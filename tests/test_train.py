@@ -1,4 +1,4 @@
-"""Training end to end on a tiny IR-v2: sharding equivalence, two processes, errors, refusals."""
+"""Training end to end on a tiny IR-v1: sharding equivalence, two processes, errors, refusals."""
 
 import signal
 import subprocess
