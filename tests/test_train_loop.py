@@ -210,7 +210,7 @@ def test_bn_groups_per_device_equal_bn_on_each_shard_with_no_all_reduce(tmp_path
     assert relative_difference(updates["whole"][1], ref_update) > 0.5
 
     # No statistic of the forward pass crosses devices: the training-mode forward pass compiles
-    # with no all-reduce at all (whole-batch BN: several per BN layer), and the step keeps only
+    # with no all-reduce at all (whole-batch BN: about one per BN layer), and the step keeps only
     # the all-reduce XLA combines for the gradients and the running averages.
     def forward_hlo(setup):
         def fn(params, batch_stats, images):
@@ -224,9 +224,13 @@ def test_bn_groups_per_device_equal_bn_on_each_shard_with_no_all_reduce(tmp_path
             abstract_state.params, abstract_state.batch_stats, abstract_batch["image"])
         return lowered.compile().as_text()
 
+    # Whole-batch BN all-reduces the statistics of nearly every BN layer (XLA's combiner merges
+    # a few): measured on the tiny IR-v1's 21 BN layers, 17 in the forward pass and 35 in the
+    # step, against 1 in the grouped step.
+    bn_layers = len(jax.tree.leaves(host_state.batch_stats)) // 2  # a mean and a variance each
     assert all_reduces(forward_hlo(grouped)) == []
-    assert len(all_reduces(forward_hlo(whole))) > 20
-    assert len(all_reduces(hlo["grouped"])) <= 2 < 20 < len(all_reduces(hlo["whole"]))
+    assert len(all_reduces(forward_hlo(whole))) > 3 * bn_layers // 4
+    assert len(all_reduces(hlo["grouped"])) <= 2 < bn_layers < len(all_reduces(hlo["whole"]))
 
 
 def test_bn_group_of_the_whole_batch_equals_flax_batchnorm():
