@@ -96,9 +96,10 @@ class _DropFailedReadTasks(logging.Filter):
         return True
 
 
-def _quiet_after_failed_read() -> None:
-    """Installs `_drop_failed_read_noise` and `_DropFailedReadTasks` once, after a read has
-    failed."""
+def _quiet_failed_read_echoes() -> None:
+    """Installs `_drop_failed_read_noise` and `_DropFailedReadTasks` once. Called before a
+    checkpoint read, not after it fails: the echoes of a failing read can arrive while orbax is
+    still raising, before the caller's `except` runs (seen on CI)."""
     if not getattr(sys.unraisablehook, "drops_failed_read_noise", False):
         sys.unraisablehook = _drop_failed_read_noise(sys.unraisablehook)
     asyncio_log = logging.getLogger("asyncio")
@@ -214,7 +215,6 @@ class Checkpointer:
         return sorted(self.manager.all_steps(), reverse=True)
 
     def _note_damaged(self, step: int, error: BaseException) -> None:
-        _quiet_after_failed_read()
         # Paths inside the checkpoint directory, which the messages name already.
         self.damaged[step] = describe_error(error).replace(self.directory + os.sep, "")
 
@@ -239,6 +239,7 @@ class Checkpointer:
 
         Checkpoints whose identity cannot be read are noted as damaged (`restore` skips them).
         """
+        _quiet_failed_read_echoes()
         for step in self._newest_first():
             try:
                 saved = self.manager.restore(
@@ -257,6 +258,7 @@ class Checkpointer:
         Damaged checkpoints newer than it are warned about and moved aside (never deleted).
         Raises CheckpointError, changing nothing, if no checkpoint can be read.
         """
+        _quiet_failed_read_echoes()
         for step in self._newest_first():
             restored = None
             if step not in self.damaged:
@@ -344,6 +346,7 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, 
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()},
     )
+    _quiet_failed_read_echoes()
     try:
         step = manager.latest_step() if step is None else step
         if step is None:
@@ -362,7 +365,6 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, 
                 meta=ocp.args.JsonRestore(), state=ocp.args.StandardRestore(target)
             ))
         except Exception as e:  # noqa: BLE001
-            _quiet_after_failed_read()
             raise CheckpointError(
                 f"The checkpoint at step {step} in {directory} could not be read "
                 f"({describe_error(e).replace(directory + os.sep, '')}). It may be incomplete "

@@ -207,8 +207,8 @@ def error_raised_in(filename):
 def test_echoes_of_a_failed_read_are_dropped_and_other_unraisables_kept(monkeypatch):
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
-    checkpoint._quiet_after_failed_read()
-    checkpoint._quiet_after_failed_read()  # installed once
+    checkpoint._quiet_failed_read_echoes()
+    checkpoint._quiet_failed_read_echoes()  # installed once
     orbax_read = coroutine_from("/venv/site-packages/orbax/checkpoint/_src/serialization.py")
     ours = coroutine_from("/work/inception_jax/data/pipeline.py")
     unraisables = [
@@ -230,8 +230,8 @@ def test_unretrieved_orbax_read_tasks_are_dropped_and_other_asyncio_errors_kept(
     traceback in a damaged checkpoint's fallback, seen under load) goes to the debug log."""
     asyncio_log = logging.getLogger("asyncio")
     monkeypatch.setattr(asyncio_log, "filters", [])
-    checkpoint._quiet_after_failed_read()
-    checkpoint._quiet_after_failed_read()  # installed once
+    checkpoint._quiet_failed_read_echoes()
+    checkpoint._quiet_failed_read_echoes()  # installed once
     assert len(asyncio_log.filters) == 1
 
     def record(message, error):
