@@ -44,7 +44,7 @@ from typing import Any  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from inception_jax import cli, hlo_stats, sharding  # noqa: E402
 from inception_jax.errors import UserError  # noqa: E402
@@ -390,4 +390,4 @@ if __name__ == "__main__":  # flags exist only when run as a command
     _BATCH_STEP = flags.DEFINE_integer("batch_step", 8, "Granularity of --max_batch.")
     _OUT = flags.DEFINE_string("out", None, "JSON output file.")
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main)

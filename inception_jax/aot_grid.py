@@ -26,7 +26,7 @@ import os
 import sys
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 
 from inception_jax import cli, grid
 from inception_jax.bench_grid import MODELS
@@ -185,4 +185,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

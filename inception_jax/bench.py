@@ -46,7 +46,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from inception_jax import cli  # noqa: E402
 from inception_jax.errors import UserError  # noqa: E402
@@ -469,4 +469,4 @@ if __name__ == "__main__":  # flags exist only when run as a command
         "times the load): for repeated smoke runs, not for compile-time figures.")
     _OUT = flags.DEFINE_string("out", None, "JSON output (default bench_results/<setting>.json).")
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main)

@@ -30,7 +30,7 @@ import os
 import sys
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 
 from inception_jax import cli, grid
 from inception_jax.errors import UserError
@@ -207,4 +207,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

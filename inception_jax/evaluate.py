@@ -19,7 +19,7 @@ import json
 import math
 
 import jax
-from absl import app, flags
+from absl import flags
 
 from inception_jax import cli
 from inception_jax.data.crops import SCHEMES, check_scheme
@@ -70,4 +70,4 @@ if __name__ == "__main__":  # flags exist only when run as a command
     )
     _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0, "Evaluate only the first N examples.")
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    cli.run(main)

@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 
 from inception_jax import cli
 from inception_jax.errors import UserError
@@ -124,4 +124,4 @@ if __name__ == "__main__":  # flags exist only when run as a command
         "knob", [], "Extra model knob NAME=JSON_VALUE, e.g. --knob=dtype='\"bfloat16\"'."
     )
     flags.mark_flags_as_required(["input", "model", "out"])
-    app.run(main)
+    cli.run(main)

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 
 from inception_jax import cli
 from inception_jax.metrics import MetricsNotFoundError, read_metrics
@@ -103,4 +103,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":  # flags exist only when run as a command
     _OUT = flags.DEFINE_string("out", "runs.png", "Output image (.png, .pdf, .svg).")
-    app.run(main)
+    cli.run(main)

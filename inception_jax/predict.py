@@ -11,7 +11,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags
+from absl import flags
 
 from inception_jax import cli
 from inception_jax.errors import UserError
@@ -67,4 +67,4 @@ if __name__ == "__main__":  # flags exist only when run as a command
     _SIZE = flags.DEFINE_integer("image_size", 299, "Input size the network sees.")
     _TOP = flags.DEFINE_integer("top", 5, "How many classes to print per image.")
     flags.mark_flags_as_required(["weights"])
-    app.run(main)
+    cli.run(main)

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from inception_jax import cli
 from inception_jax.flops import analytic_flops, xla_flops
@@ -87,4 +87,4 @@ if __name__ == "__main__":  # flags exist only when run as a command
     _SIZE = flags.DEFINE_integer("image_size", 299, "Input size (pixels, square).")
     _CLASSES = flags.DEFINE_integer("num_classes", 1000, "Classifier outputs.")
     flags.mark_flags_as_required(["model"])
-    app.run(main)
+    cli.run(main)

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 
 from inception_jax import cli
 from inception_jax.errors import UserError
@@ -138,4 +138,4 @@ if __name__ == "__main__":  # flags exist only when run as a command
     _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs' workdirs.")
     _PRINT = flags.DEFINE_bool("print_commands", False, "Print one command per run; run nothing.")
     _PLOT = flags.DEFINE_bool("plot", True, "Plot the runs into WORKDIR/sweep.png at the end.")
-    app.run(main)
+    cli.run(main)

@@ -14,7 +14,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow only feeds data here
 
 import jax  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 from inception_jax import cli  # noqa: E402
 
@@ -69,7 +69,7 @@ def run() -> None:
     # --help lists the main module's flags: train.py's, when it is the one run.
     for flag in FLAGS.get_key_flags_for_module(__name__):
         FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

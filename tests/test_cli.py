@@ -120,3 +120,35 @@ def test_setup_keeps_a_compilation_cache_the_user_chose(tmp_path):
     env.pop("JAX_COMPILATION_CACHE_DIR")
     default = python(code, env)
     assert default.stdout.strip() == cli.CACHE_DIR, default.stderr[-2000:]
+
+
+@pytest.mark.parametrize("ending,status,err", [
+    ("return None", 0, ""),
+    ('raise UserError("set --crops")', 2, "error: set --crops\n"),
+    ('sys.exit("stopped")', 1, "stopped\n"),
+])
+def test_a_command_exits_with_its_status_after_the_exit_handlers(tmp_path, ending, status, err):
+    # cli.run skips the interpreter's teardown, not the threads, exit handlers or buffers.
+    proc = python(f"""
+        import atexit, sys, threading, time
+        from inception_jax import cli
+        from inception_jax.errors import UserError
+
+        atexit.register(lambda: open({str(tmp_path / "handler_ran")!r}, "w").close())
+
+        def late_writer():
+            time.sleep(0.5)
+            open({str(tmp_path / "thread_ran")!r}, "w").close()
+
+        @cli.friendly
+        def main(argv):
+            threading.Thread(target=late_writer).start()
+            print("working", end="")  # no newline: still in the buffer at the exit
+            {ending}
+
+        cli.run(main)
+        print("not reached")
+    """)
+    assert proc.returncode == status, proc.stderr[-2000:]
+    assert proc.stdout == "working" and proc.stderr == err
+    assert (tmp_path / "handler_ran").exists() and (tmp_path / "thread_ran").exists()

@@ -296,8 +296,11 @@ def test_remat_gives_the_same_gradients():
     x = jax.random.uniform(jax.random.key(0), (2, 75, 75, 3), minval=-1, maxval=1)
 
     def grads(remat):
-        model = create("inception_resnet_v2", num_classes=5, width=0.125, remat=remat,
-                       blocks=(2, 2, 2))
+        # Two blocks a stage (remat inside each stage's loop) of the smaller IR-v1, with XLA's
+        # convolution: remat is orthogonal to both, and the two gradients compile in 40% less
+        # time than IR-v2's with the CPU rewrite.
+        model = create("inception_resnet_v1", num_classes=5, width=0.125, remat=remat,
+                       blocks=(2, 2, 2), conv_impl="xla")
         variables = random_variables(model, 75, seed=1)
 
         def loss(p):

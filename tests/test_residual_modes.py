@@ -9,7 +9,7 @@ from inception_jax.errors import UserError
 from inception_jax.models import create
 from inception_jax.summary import count_params
 
-TINY = dict(num_classes=10, width=0.125)
+TINY = dict(num_classes=10, width=0.125, conv_impl="xla")
 # The tests that read only the 35x35 stage leave the 17x17 and 8x8 stages empty (their two
 # blocks' eager programs are a third of those tests' time); the gradient test needs all three.
 FIRST_STAGE, ALL_STAGES = (1, 0, 0), (1, 1, 1)
