@@ -16,12 +16,12 @@ pytest.importorskip("timm")
 
 
 def tiny_ir_v1():
-    """The CLI test's network (an IR-v1 at 1/8 width with one 8x8 block, 75x75); at batch 8 on
+    """The CLI test's network (an IR-v1 at 1/8 width with no residual block, 75x75); at batch 8 on
     8 devices it compiles the programs of the CLI test and test_bench_grid's tiny grid."""
     config = inception_resnet_v1.get_config()
     config.data.image_size = 75
     config.model.width = 0.125
-    config.model.blocks = (0, 0, 1)
+    config.model.blocks = (0, 0, 0)
     return config
 
 
@@ -115,7 +115,7 @@ def test_cli_writes_json_and_table(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "inception_jax.bench", "--config=configs/inception_resnet_v1.py",
          "--batch=8", "--config.data.image_size=75", "--config.model.width=0.125",
-         "--config.model.blocks=(0,0,1)",
+         "--config.model.blocks=(0,0,0)",
          "--warmup=0", "--steps=1", f"--out={out}",
          "--compile_cache"],  # the harness test's and the tiny grid's programs (8 devices)
         env=run_env(devices=8), capture_output=True, text=True, cwd=ROOT,

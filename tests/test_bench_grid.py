@@ -63,14 +63,14 @@ def _grid(out, *extra, args=TINY):
 
 @pytest.fixture
 def tiny_configs(tmp_path):
-    """A config folder whose IR-v1 has one 8x8 block (the grid reads `--config_dir`)."""
+    """A config folder whose IR-v1 has no residual block (the grid reads `--config_dir`)."""
     folder = tmp_path / "configs"
     folder.mkdir()
     (folder / "inception_resnet_v1.py").write_text(
         "from configs import inception_resnet_v1\n\n\n"
         "def get_config(arg=None):\n"
         "    c = inception_resnet_v1.get_config(arg)\n"
-        "    c.model.blocks = (0, 0, 1)\n"
+        "    c.model.blocks = (0, 0, 0)\n"
         "    return c\n"
     )
     return f"--config_dir={folder}"

@@ -19,7 +19,16 @@ from inception_jax.finetune import merge_pretrained
 from inception_jax.interop.common import WeightImportError
 from inception_jax.models import create
 from inception_jax.weights import read_weights, save_weights
-from tests.helpers import ROOT, TINY_MODEL, flags, random_variables, run_env, tiny_config
+from tests.helpers import (
+    ROOT,
+    TINY,
+    TINY_MODEL,
+    config_flags,
+    flags,
+    random_variables,
+    run_env,
+    tiny_config,
+)
 
 SMALL = {"inception_v3": {"width": 0.25, "num_classes": 10},
          "inception_resnet_v2": {"width": 0.125, "blocks": (1, 1, 1), "num_classes": 10}}
@@ -146,10 +155,8 @@ def test_evaluate_cli_writes_json_and_refuses_bad_input(trained, tmp_path):
     # The checkpoint was saved on 8 devices and is read on 2 (orbax refused that until
     # read_checkpoint gave it a target on the reading process's devices).
     data_dir, workdir = trained
-    settings = [f"--config.data.data_dir={data_dir}", "--config.data.builder.image_size=32",
-                "--config.data.builder.num_train=128", "--config.data.builder.num_test=32",
-                "--config.model.width=0.125", "--config.model.blocks=(0,0,1)",
-                "--config.model.conv_impl=xla"]
+    settings = config_flags({"data.data_dir": data_dir, **{
+        k: v for k, v in TINY.items() if k.startswith(("model.", "data.builder."))}})
     out = evaluate_cli(*settings, f"--checkpoint={workdir}", f"--checkpoint={workdir}",
                        "--crops=10", f"--workdir={tmp_path}")
     assert out.returncode == 0, out.stderr[-2000:]

@@ -86,12 +86,13 @@ def test_predict_prints_top5_imagenet_names(imported, tmp_path):
 @pytest.mark.slow
 def test_fine_tuning_from_a_weights_file_on_the_builtin_data(tmp_path):
     """The `finetune` variant from a weights file with ImageNet's 1000 classes: the trunk starts
-    from the file, the head is made anew for the built-in data's 10 classes. On an IR-v1 of one
-    8x8 block at width 0.125: the path is the same for every network, and the full-depth
-    Inception-v3 this test trained before cost 55 s of compilation of the suite's 16 minutes
-    (2026-12-02). (IR-v1, not IR-v2: IR-v2's full config has no `blocks` field to set, its
-    default depends on `layout`.) The timm → weights file step is the import tests above."""
-    knobs = {"width": 0.125, "blocks": (0, 0, 1), "num_classes": 1000}
+    from the file, the head is made anew for the built-in data's 10 classes. On the tiny IR-v1
+    of the trainer's tests (stem and reductions at width 0.125, XLA's convolution): the path is
+    the same for every network, and the full-depth Inception-v3 this test trained before cost
+    55 s of compilation of the suite's 16 minutes (2026-12-02). (IR-v1, not IR-v2: IR-v2's full
+    config has no `blocks` field to set, its default depends on `layout`.) The timm → weights
+    file step is the import tests above."""
+    knobs = {"width": 0.125, "blocks": (0, 0, 0), "num_classes": 1000}
     pretrained = random_variables(create("inception_resnet_v1", **knobs), seed=3)
     path = tmp_path / "ir1.safetensors"
     save_weights(str(path), pretrained, "inception_resnet_v1", knobs)
@@ -100,7 +101,8 @@ def test_fine_tuning_from_a_weights_file_on_the_builtin_data(tmp_path):
         [sys.executable, str(ROOT / "train.py"),
          f"--config={ROOT}/configs/inception_resnet_v1.py:finetune", f"--workdir={workdir}",
          f"--config.train.init_weights={path}", f"--config.data.data_dir={tmp_path}/tfds",
-         "--config.model.width=0.125", "--config.model.blocks=(0,0,1)",
+         "--config.model.width=0.125", "--config.model.blocks=(0,0,0)",
+         "--config.model.conv_impl=xla",
          "--config.data.builder.image_size=32", "--config.data.builder.num_train=64",
          "--config.data.builder.num_test=16", "--config.train.num_steps=2",
          "--config.train.global_batch_size=8", "--config.train.eval_batch_size=8",
