@@ -135,7 +135,9 @@ def run(main: Callable[[list[str]], None]) -> NoReturn:
     a normal exit does before that teardown is kept, in its order: threads that are not
     daemons are waited for, the exit handlers run (JAX's: backends cleared, `jax.distributed`
     shut down in step with the other processes), both streams are flushed. A bug's exception
-    propagates as usual, with its traceback and the normal exit.
+    propagates as usual, with its traceback and the normal exit; so does every exit under a
+    profiler, tracer or debugger (`python -m cProfile -o ...` writes its file after the
+    command returns).
     """
     try:
         app.run(main)
@@ -147,6 +149,8 @@ def run(main: Callable[[list[str]], None]) -> NoReturn:
     elif not isinstance(code, int):  # sys.exit("message"): printed, status 1
         print(code, file=sys.stderr)
         code = 1
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()

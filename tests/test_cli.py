@@ -152,3 +152,13 @@ def test_a_command_exits_with_its_status_after_the_exit_handlers(tmp_path, endin
     assert proc.returncode == status, proc.stderr[-2000:]
     assert proc.stdout == "working" and proc.stderr == err
     assert (tmp_path / "handler_ran").exists() and (tmp_path / "thread_ran").exists()
+
+
+def test_a_command_under_a_profiler_exits_normally(tmp_path):
+    # cProfile writes its file after the script returns, which os._exit would skip.
+    script = tmp_path / "command.py"
+    script.write_text("from inception_jax import cli\ncli.run(lambda argv: None)\n")
+    proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(tmp_path / "prof"),
+                           str(script)], env=run_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "prof").stat().st_size > 0
