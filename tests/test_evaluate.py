@@ -31,7 +31,10 @@ from tests.helpers import (
 )
 
 SMALL = {"inception_v3": {"width": 0.25, "num_classes": 10},
-         "inception_resnet_v2": {"width": 0.125, "blocks": (1, 1, 1), "num_classes": 10}}
+         # Few blocks: the ensemble test runs them eagerly, op by op (IR-v2 keeps the final
+         # block8 of its released layout).
+         "inception_resnet_v1": {"width": 0.125, "blocks": (0, 0, 0), "num_classes": 10},
+         "inception_resnet_v2": {"width": 0.125, "blocks": (0, 0, 1), "num_classes": 10}}
 
 
 def small_member(name, seed=0):
@@ -75,7 +78,7 @@ def softmax(x):
 
 
 def test_ensemble_of_one_equals_the_model_and_of_two_averages_probabilities():
-    a, b = small_member("inception_v3", 0), small_member("inception_resnet_v2", 1)
+    a, b = small_member("inception_resnet_v1", 0), small_member("inception_resnet_v2", 1)
     crops = np.random.default_rng(0).uniform(-1, 1, (2, 3, 75, 75, 3)).astype(np.float32)
     flat = crops.reshape(6, 75, 75, 3)
     pa = softmax(np.asarray(a.model.apply(a.variables, flat))).reshape(2, 3, 10).mean(1)
