@@ -59,10 +59,11 @@ def test_variants_cross_the_axes():
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
-    """One command runs a two-run sweep (seeds 0 and 1 of the tiny network, 4 steps, evaluations
-    at 2 and 4) in training subprocesses: the sweep test checks the command, the plot test reads
-    the runs' metrics. Seeds, not residual scales: the tiny network has no residual block, and
-    runs that differ in their seed share their compiled train step."""
+    """One command runs a two-run sweep (the smallest crop area of the training augmentation,
+    0.08 and 0.5, on the tiny network; 4 steps, evaluations at 2 and 4) in training
+    subprocesses: the sweep test checks the command, the plot test reads the runs' metrics. A
+    data knob, not residual scales (the tiny network has no residual block) nor seeds (compiled
+    into the steps): both runs train with one compiled program, the second from the cache."""
     tmp = tmp_path_factory.mktemp("sweep")
     fixed = {**TINY, "data.data_dir": str(tmp / "tfds"), "train.num_steps": 4,
              "train.eval_every_steps": 2, "monitor.enabled": True}
@@ -70,7 +71,7 @@ def sweep_dir(tmp_path_factory):
     sweep.write_text(
         "def get_sweep(arg=None):\n"
         f"    return {{'config': 'configs/{TINY_MODEL}.py:smoke', 'fixed': {fixed!r},\n"
-        "            'axes': {'seed': [0, 1]}}\n"
+        "            'axes': {'data.min_crop_area': [0.08, 0.5]}}\n"
     )
     out = subprocess.run(
         [sys.executable, "-m", "inception_jax.sweep", f"--sweep={sweep}",
@@ -85,19 +86,19 @@ def sweep_dir(tmp_path_factory):
 def test_one_command_runs_a_sweep_and_plots_it(sweep_dir):
     summary = json.loads((sweep_dir / "sweep.json").read_text())
     assert [r["exit_code"] for r in summary["runs"]] == [0, 0]
-    assert [r["run"] for r in summary["runs"]] == ["seed=0", "seed=1"]
-    assert (sweep_dir / "seed=1" / "metrics.jsonl").exists()
+    assert [r["run"] for r in summary["runs"]] == ["min_crop_area=0.08", "min_crop_area=0.5"]
+    assert (sweep_dir / "min_crop_area=0.5" / "metrics.jsonl").exists()
     assert (sweep_dir / "sweep.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
 def test_plot_reads_the_metrics_of_real_runs(sweep_dir, tmp_path):
-    runs = [str(sweep_dir / f"seed={s}") for s in (0, 1)]
+    runs = [str(sweep_dir / f"min_crop_area={a}") for a in (0.08, 0.5)]
     data = curves(runs[0])
     assert data["loss"][0] == [2, 4] and data["eval_top1"][0] == [2, 4]
     assert data["dead/prepool_zero_frac"][0] == [2, 4]
     assert all(0.0 <= v <= 1.0 for v in data["dead/prepool_zero_frac"][1])
-    assert run_labels(runs) == ["seed=0", "seed=1"]
+    assert run_labels(runs) == ["min_crop_area=0.08", "min_crop_area=0.5"]
     out = tmp_path / "plot.png"
     plot_runs(runs, str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
