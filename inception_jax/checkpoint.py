@@ -197,6 +197,7 @@ class Checkpointer:
         self.may_differ = frozenset(may_differ)
         self.damaged: dict[int, str] = {}  # step -> what is wrong with it
         _save_cpu_arrays_from_one_replica()
+        _quiet_failed_read_echoes()  # before any read: `check_compatible` and `restore` read
         self.manager = _Manager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
@@ -239,7 +240,6 @@ class Checkpointer:
 
         Checkpoints whose identity cannot be read are noted as damaged (`restore` skips them).
         """
-        _quiet_failed_read_echoes()
         for step in self._newest_first():
             try:
                 saved = self.manager.restore(
@@ -258,7 +258,6 @@ class Checkpointer:
         Damaged checkpoints newer than it are warned about and moved aside (never deleted).
         Raises CheckpointError, changing nothing, if no checkpoint can be read.
         """
-        _quiet_failed_read_echoes()
         for step in self._newest_first():
             restored = None
             if step not in self.damaged:

@@ -86,8 +86,9 @@ def tiny_config(data_dir, **overrides):
 
 def config_flags(settings):
     """`--config.KEY=VALUE` flags for a dict of dotted config keys."""
-    return [f"--config.{k}={','.join(map(str, v)).join('()') if isinstance(v, tuple) else v}"
-            for k, v in settings.items()]
+    from inception_jax.sweep import format_value
+
+    return [f"--config.{k}={format_value(v)}" for k, v in settings.items()]
 
 
 def flags(data_dir, workdir, **overrides):
