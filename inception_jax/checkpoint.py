@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -78,17 +79,22 @@ def _drop_failed_read_noise(previous: Any) -> Any:
     return hook
 
 
+# asyncio's message for a future collected with its exception unread; it names the class.
+UNRETRIEVED = re.compile(r"\w+ exception was never retrieved")
+
+
 class _DropFailedReadTasks(logging.Filter):
-    """Drops asyncio's "Task exception was never retrieved" for orbax's read tasks: another
-    echo of a failed checkpoint read (a read task that failed after orbax gave up, collected
-    unretrieved; seen under load). It goes to the debug log; other asyncio errors stay."""
+    """Drops asyncio's "<Task|_GatheringFuture|...> exception was never retrieved" for orbax's
+    reads: another echo of a failed checkpoint read (a read task, or the gather of several,
+    that failed after orbax gave up, collected unretrieved; both seen). It goes to the debug
+    log; other asyncio errors stay."""
 
     drops_failed_read_noise = True
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if (error is not None
-                and record.getMessage().startswith("Task exception was never retrieved")
+                and UNRETRIEVED.match(record.getMessage())
                 and any("orbax" in frame.filename
                         for frame in traceback.extract_tb(error.__traceback__))):
             log.debug("After a failed checkpoint read: %s", describe_error(error))
