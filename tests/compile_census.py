@@ -7,7 +7,8 @@ It puts a `.pth` file into this venv's site-packages for the run (removed afterw
 Python process of the run, the tests' subprocesses included, wraps JAX's
 `compiler.compile_or_get_cached`: a line per program (the test that asked, the program's name,
 its device count, seconds to get it, seconds spent compiling it — 0 for a cache load — and the
-platform). Then it prints the totals by program and by test.
+platform, the time it ended, and for real compiles a fingerprint of the program). Then it
+prints the totals by program and by test, and the programs compiled more than once.
 """
 
 from __future__ import annotations
@@ -39,9 +40,16 @@ def _install(compiler):
         spent[0], start = 0.0, time.monotonic()
         result = get(backend, computation, devices, *args, **kwargs)
         test = os.environ.get("PYTEST_CURRENT_TEST", "-").split(" ")[0]
+        # Which real compiles were of one program (a race between processes, or two tests
+        # whose configs differ in nothing the program sees): its text without locations.
+        program = "-"
+        if spent[0] >= 0.5:
+            import hashlib
+            text = computation.operation.get_asm(enable_debug_info=False)
+            program = hashlib.sha1(text.encode()).hexdigest()[:10]
         with open(os.path.join(LOG_DIR, f"{os.getpid()}.tsv"), "a") as f:
             f.write(f"{test}\\t{name}\\t{devices.size}\\t{time.monotonic() - start:.3f}\\t"
-                    f"{spent[0]:.3f}\\t{backend.platform}\\n")
+                    f"{spent[0]:.3f}\\t{backend.platform}\\t{time.time():.1f}\\t{program}\\n")
         return result
 
     compiler.compile_or_get_cached, compiler.backend_compile_and_load = logged_get, timed_compile
@@ -74,7 +82,7 @@ def summarize(log_dir: Path, top: int = 25) -> str:
     by_test: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0, 0])
     for path in log_dir.glob("*.tsv"):
         for line in path.read_text().splitlines():
-            test, name, _, got, compiled, _ = line.split("\t")
+            test, name, _, got, compiled = line.split("\t")[:5]
             for table, key in ((by_program, name), (by_test, test)):
                 row = table[key]
                 row[0] += float(got)
@@ -88,7 +96,30 @@ def summarize(log_dir: Path, top: int = 25) -> str:
                      f"{total[2]:.0f} requests ({total[3]:.0f} compiles >= 0.5 s)")
         for key, (got, compiled, n, real) in sorted(table.items(), key=lambda kv: -kv[1][0])[:top]:
             lines.append(f"  {got:7.1f} {compiled:7.1f} {n:5d} {real:4d}  {key}")
+    lines.extend(repeated_compiles(log_dir))
     return "\n".join(lines)
+
+
+def repeated_compiles(log_dir: Path) -> list[str]:
+    """The programs compiled more than once (same fingerprint): each compile's test, device
+    count, seconds and end time. Compiles that overlap in time raced (neither could load the
+    other's result from the cache); the others are programs the cache did not keep (under
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS) or compiled with the cache off."""
+    compiles = collections.defaultdict(list)
+    for path in log_dir.glob("*.tsv"):
+        for line in path.read_text().splitlines():
+            fields = line.split("\t")
+            if len(fields) >= 8 and fields[7] != "-":
+                test, name, devices, _, compiled, _, ended, program = fields[:8]
+                compiles[(name, program)].append((float(ended), float(compiled), devices, test))
+    repeated = {k: sorted(v) for k, v in compiles.items() if len(v) > 1}
+    wasted = sum(sum(c for _, c, _, _ in v[1:]) for v in repeated.values())
+    lines = [f"compiled more than once: {len(repeated)} programs, {wasted:.0f} s after the first"]
+    for (name, program), runs in sorted(repeated.items(), key=lambda kv: -kv[1][0][1]):
+        lines.append(f"  {name} {program}")
+        lines.extend(f"    {compiled:6.1f} s  ended {ended:.1f}  {devices} dev  {test}"
+                     for ended, compiled, devices, test in runs)
+    return lines
 
 
 def main() -> None:
