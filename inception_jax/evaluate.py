@@ -22,7 +22,7 @@ import jax
 from absl import flags
 
 from inception_jax import cli
-from inception_jax.data.crops import SCHEMES, check_scheme
+from inception_jax.data.crop_schemes import SCHEMES, check_scheme
 
 
 def default_batch_size(eval_batch_size: int, num_crops: int) -> int:
@@ -35,9 +35,9 @@ def default_batch_size(eval_batch_size: int, num_crops: int) -> int:
 def main(argv: list[str]) -> None:
     del argv
     cli.setup()
+    num_crops = check_scheme(_CROPS.value)  # before the pipeline's import (TensorFlow's, ~3 s)
     from inception_jax.evaluation import evaluate, member_from_checkpoint, member_from_weights
 
-    num_crops = check_scheme(_CROPS.value)
     config = _CONFIG.value
     members = [member_from_checkpoint(d, _EMA.value, _STEP.value) for d in _CHECKPOINTS.value]
     members += [member_from_weights(f) for f in _WEIGHTS.value]

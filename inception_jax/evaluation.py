@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from inception_jax import sharding
 from inception_jax.checkpoint import read_checkpoint
-from inception_jax.data.crops import check_scheme
+from inception_jax.data.crop_schemes import check_scheme
 from inception_jax.data.device import global_batch
 from inception_jax.data.pipeline import dataset_info, eval_batches
 from inception_jax.errors import UserError

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from inception_jax.data.crops import SCHEMES, check_scheme, multi_crop
+from inception_jax.data.crop_schemes import SCHEMES, check_scheme
+from inception_jax.data.crops import multi_crop
 from inception_jax.errors import UserError
 
 H, W, S = 120, 200, 60

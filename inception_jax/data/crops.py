@@ -18,22 +18,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from inception_jax.errors import UserError
+from inception_jax.data.crop_schemes import SCHEMES, check_scheme
 
-SCHEMES = {"center": 1, "10": 10, "144": 144}
 CENTER_FRACTION = 0.875
 GOOGLENET_SCALES = (256, 288, 320, 352)
 GOOGLENET_SIZE = 224
-
-
-def check_scheme(scheme: str) -> int:
-    """Number of crops of `scheme`; UserError naming the known schemes otherwise."""
-    if scheme not in SCHEMES:
-        raise UserError(
-            f"Unknown crop scheme {scheme!r}: use one of {', '.join(SCHEMES)} "
-            "(center = single central crop, 10 = corners+center mirrored, 144 = GoogLeNet's)."
-        )
-    return SCHEMES[scheme]
 
 
 def _squares_in(top, left, side, crop):

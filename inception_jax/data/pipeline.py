@@ -37,7 +37,7 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from inception_jax.data.bad_images import BadImageError, BadImages, HostBatches, attempt
-from inception_jax.data.crops import check_scheme
+from inception_jax.data.crop_schemes import check_scheme
 from inception_jax.data.preprocess import (
     COLOR_MODES,
     decode_train_crop,
