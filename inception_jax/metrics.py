@@ -1,4 +1,5 @@
-"""Metric writers: TensorBoard (clu), a JSONL file in the workdir, and a short console line."""
+"""Metric writers: TensorBoard (clu), the JSONL file `metrics_file.py` names and reads, and a
+short console line."""
 
 from __future__ import annotations
 
@@ -12,11 +13,7 @@ import numpy as np
 from clu import metric_writers
 from tqdm.auto import tqdm
 
-from inception_jax.errors import UserError
-
-
-class MetricsNotFoundError(UserError, FileNotFoundError):
-    """A directory named as a training workdir has no `metrics.jsonl`."""
+from inception_jax.metrics_file import metrics_path
 
 
 class _ScalarWriter(metric_writers.MetricWriter):
@@ -89,12 +86,6 @@ def create_writer(workdir: str, console_metrics: Sequence[str]) -> metric_writer
         return metric_writers.MultiWriter([])
     return metric_writers.MultiWriter([
         metric_writers.SummaryWriter(workdir),
-        JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+        JsonlWriter(metrics_path(workdir)),
         ConsoleWriter(console_metrics),
     ])
-
-
-def read_metrics(workdir: str) -> list[dict[str, float]]:
-    """The rows of `workdir/metrics.jsonl`."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -14,7 +14,7 @@ from typing import Any
 from absl import flags
 
 from inception_jax import cli
-from inception_jax.metrics import MetricsNotFoundError, read_metrics
+from inception_jax.metrics_file import MetricsNotFoundError, metrics_path, read_metrics
 
 PANELS = (("loss", "train loss"), ("eval_top1", "eval top-1"),
           ("dead/prepool_zero_frac", "pre-pool zero fraction"))
@@ -66,7 +66,7 @@ def plot_runs(workdirs: list[str], out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    missing = [w for w in workdirs if not os.path.isfile(os.path.join(w, "metrics.jsonl"))]
+    missing = [w for w in workdirs if not os.path.isfile(metrics_path(w))]
     if missing:
         raise MetricsNotFoundError(
             f"No metrics.jsonl in {', '.join(missing)}: pass training workdirs "

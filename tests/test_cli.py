@@ -89,12 +89,13 @@ def test_setup_hides_gpus_from_tensorflow_without_importing_it():
 
 def test_commands_import_tensorflow_only_when_they_read_data():
     # Their flag checks (evaluate's --crops among them) answer before TensorFlow's ~3 s import;
-    # `evaluate` imports the input pipeline only after them.
+    # `evaluate` imports the input pipeline only after them, and `plot` (which `sweep` runs at
+    # its end) reads metrics.jsonl without the TensorBoard writer.
     proc = python("""
         import sys
         import inception_jax.aot, inception_jax.aot_grid, inception_jax.bench_grid
         import inception_jax.evaluate, inception_jax.import_weights, inception_jax.predict
-        import inception_jax.summary, inception_jax.sweep
+        import inception_jax.plot, inception_jax.summary, inception_jax.sweep
         print(sorted(m for m in ("tensorflow", "tensorflow_datasets") if m in sys.modules))
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
