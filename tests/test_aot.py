@@ -78,14 +78,16 @@ def get_config(arg=None):
 @needs_libtpu
 @pytest.mark.slow
 def test_grid_compiles_train_steps_whose_memory_and_collectives_follow_the_mesh(tmp_path):
-    """`aot_grid` end to end: the tiny network's train step for v5e:2x2 at 8 bf16 images per
-    chip, with FSDP over 1 and 2 chips, each compiled by `python -m inception_jax.aot`."""
+    """`aot_grid` end to end: the tiny network's train step for v5e:2x2 at one bf16 image per
+    chip, with FSDP over 1 and 2 chips, each compiled by `python -m inception_jax.aot`. (One
+    image, not 8: libtpu compiles it in 10.9 s instead of 15.7 s, 19 CPU-s instead of 30 a
+    point, 2026-12-05; what is asserted does not depend on the batch.)"""
     configs, out = tmp_path / "configs", tmp_path / "out"
     configs.mkdir()
     (configs / f"{TINY_MODEL}.py").write_text(TINY_CONFIG_FILE)
     proc = subprocess.run(
         [sys.executable, "-m", "inception_jax.aot_grid", f"--config_dir={configs}",
-         f"--models={TINY_MODEL}", f"--topologies={TOPOLOGY}", "--per_chip_batches=8",
+         f"--models={TINY_MODEL}", f"--topologies={TOPOLOGY}", "--per_chip_batches=1",
          "--fsdp_axes=1,2", f"--out={out}"],
         env=run_env(), capture_output=True, text=True, cwd=ROOT,
     )
@@ -97,7 +99,7 @@ def test_grid_compiles_train_steps_whose_memory_and_collectives_follow_the_mesh(
     for result in results.values():
         train = result["train"]
         assert result["platform"] == "tpu"  # the model's "auto" choices follow the target
-        assert result["chips"] == 4 and result["per_chip_batch"] == 8
+        assert result["chips"] == 4 and result["per_chip_batch"] == 1
         assert result["dtype"] == "bfloat16" and "eval" not in result
         assert train["fits"] and train["compile_s"] > 0 and train["headroom_bytes"] > 0
         memory = train["memory"]
