@@ -84,6 +84,11 @@ def tiny_config(data_dir, **overrides):
     return config
 
 
+def tiny_settings(*prefixes):
+    """The TINY settings whose keys start with one of `prefixes` (e.g. "model.")."""
+    return {k: v for k, v in TINY.items() if k.startswith(prefixes)}
+
+
 def config_flags(settings):
     """`--config.KEY=VALUE` flags for a dict of dotted config keys."""
     from inception_jax.sweep import format_value

@@ -21,13 +21,13 @@ from inception_jax.models import create
 from inception_jax.weights import read_weights, save_weights
 from tests.helpers import (
     ROOT,
-    TINY,
     TINY_MODEL,
     config_flags,
     flags,
     random_variables,
     run_env,
     tiny_config,
+    tiny_settings,
 )
 
 SMALL = {"inception_v3": {"width": 0.25, "num_classes": 10},
@@ -158,8 +158,8 @@ def test_evaluate_cli_writes_json_and_refuses_bad_input(trained, tmp_path):
     # The checkpoint was saved on 8 devices and is read on 2 (orbax refused that until
     # read_checkpoint gave it a target on the reading process's devices).
     data_dir, workdir = trained
-    settings = config_flags({"data.data_dir": data_dir, **{
-        k: v for k, v in TINY.items() if k.startswith(("model.", "data.builder."))}})
+    settings = config_flags({"data.data_dir": data_dir,
+                             **tiny_settings("model.", "data.builder.")})
     out = evaluate_cli(*settings, f"--checkpoint={workdir}", f"--checkpoint={workdir}",
                        "--crops=10", f"--workdir={tmp_path}")
     assert out.returncode == 0, out.stderr[-2000:]

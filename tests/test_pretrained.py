@@ -16,7 +16,14 @@ from inception_jax.data.class_names import imagenet_class_names  # noqa: E402
 from inception_jax.interop.timm import convert  # noqa: E402
 from inception_jax.models import create  # noqa: E402
 from inception_jax.weights import read_weights, save_weights  # noqa: E402
-from tests.helpers import ROOT, random_variables, run_env  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    ROOT,
+    TINY,
+    config_flags,
+    random_variables,
+    run_env,
+    tiny_settings,
+)
 from tests.test_timm_interop import numpy_state, randomized_timm  # noqa: E402
 
 
@@ -92,7 +99,7 @@ def test_fine_tuning_from_a_weights_file_on_the_builtin_data(tmp_path):
     55 s of compilation of the suite's 16 minutes (2026-12-02). (IR-v1, not IR-v2: IR-v2's full
     config has no `blocks` field to set, its default depends on `layout`.) The timm → weights
     file step is the import tests above."""
-    knobs = {"width": 0.125, "blocks": (0, 0, 0), "num_classes": 1000}
+    knobs = {"width": TINY["model.width"], "blocks": TINY["model.blocks"], "num_classes": 1000}
     pretrained = random_variables(create("inception_resnet_v1", **knobs), seed=3)
     path = tmp_path / "ir1.safetensors"
     save_weights(str(path), pretrained, "inception_resnet_v1", knobs)
@@ -100,14 +107,13 @@ def test_fine_tuning_from_a_weights_file_on_the_builtin_data(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "train.py"),
          f"--config={ROOT}/configs/inception_resnet_v1.py:finetune", f"--workdir={workdir}",
-         f"--config.train.init_weights={path}", f"--config.data.data_dir={tmp_path}/tfds",
-         "--config.model.width=0.125", "--config.model.blocks=(0,0,0)",
-         "--config.model.conv_impl=xla",
-         "--config.data.builder.image_size=32", "--config.data.builder.num_train=64",
-         "--config.data.builder.num_test=16", "--config.train.num_steps=2",
-         "--config.train.global_batch_size=8", "--config.train.eval_batch_size=8",
-         "--config.train.eval_every_steps=0", "--config.train.checkpoint_every_steps=2",
-         "--config.monitor.enabled=False"],
+         *config_flags({
+             "train.init_weights": str(path), "data.data_dir": f"{tmp_path}/tfds",
+             **tiny_settings("model.", "data.builder.image_size"),
+             "data.builder.num_train": 64, "data.builder.num_test": 16, "train.num_steps": 2,
+             "train.global_batch_size": 8, "train.eval_batch_size": 8,
+             "train.eval_every_steps": 0, "train.checkpoint_every_steps": 2,
+             "monitor.enabled": False})],
         env=run_env(), capture_output=True, text=True, cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-3000:]
