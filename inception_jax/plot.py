@@ -14,7 +14,12 @@ from typing import Any
 from absl import flags
 
 from inception_jax import cli
-from inception_jax.metrics_file import MetricsNotFoundError, metrics_path, read_metrics
+from inception_jax.metrics_file import (
+    METRICS_FILE,
+    MetricsNotFoundError,
+    metrics_path,
+    read_metrics,
+)
 
 PANELS = (("loss", "train loss"), ("eval_top1", "eval top-1"),
           ("dead/prepool_zero_frac", "pre-pool zero fraction"))
@@ -69,7 +74,7 @@ def plot_runs(workdirs: list[str], out: str) -> None:
     missing = [w for w in workdirs if not os.path.isfile(metrics_path(w))]
     if missing:
         raise MetricsNotFoundError(
-            f"No metrics.jsonl in {', '.join(missing)}: pass training workdirs "
+            f"No {METRICS_FILE} in {', '.join(missing)}: pass training workdirs "
             "(train.py --workdir)."
         )
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4))

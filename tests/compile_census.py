@@ -76,19 +76,25 @@ sys.meta_path.insert(0, _WhenImported())
 '''
 
 
+def log_rows(log_dir: Path) -> list[list[str]]:
+    """Every process's lines, each split into its tab-separated fields."""
+    return [line.split("\t") for path in log_dir.glob("*.tsv")
+            for line in path.read_text().splitlines()]
+
+
 def summarize(log_dir: Path, top: int = 25) -> str:
     """Totals by program name and by test (seconds to get, seconds compiling, count)."""
+    rows = log_rows(log_dir)
     by_program: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0, 0])
     by_test: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0, 0])
-    for path in log_dir.glob("*.tsv"):
-        for line in path.read_text().splitlines():
-            test, name, _, got, compiled = line.split("\t")[:5]
-            for table, key in ((by_program, name), (by_test, test)):
-                row = table[key]
-                row[0] += float(got)
-                row[1] += float(compiled)
-                row[2] += 1
-                row[3] += float(compiled) >= 0.5
+    for fields in rows:
+        test, name, _, got, compiled = fields[:5]
+        for table, key in ((by_program, name), (by_test, test)):
+            row = table[key]
+            row[0] += float(got)
+            row[1] += float(compiled)
+            row[2] += 1
+            row[3] += float(compiled) >= 0.5
     lines = []
     for title, table in (("program", by_program), ("test", by_test)):
         total = [sum(r[i] for r in table.values()) for i in range(4)]
@@ -96,22 +102,20 @@ def summarize(log_dir: Path, top: int = 25) -> str:
                      f"{total[2]:.0f} requests ({total[3]:.0f} compiles >= 0.5 s)")
         for key, (got, compiled, n, real) in sorted(table.items(), key=lambda kv: -kv[1][0])[:top]:
             lines.append(f"  {got:7.1f} {compiled:7.1f} {n:5d} {real:4d}  {key}")
-    lines.extend(repeated_compiles(log_dir))
+    lines.extend(repeated_compiles(rows))
     return "\n".join(lines)
 
 
-def repeated_compiles(log_dir: Path) -> list[str]:
+def repeated_compiles(rows: list[list[str]]) -> list[str]:
     """The programs compiled more than once (same fingerprint): each compile's test, device
     count, seconds and end time. Compiles that overlap in time raced (neither could load the
     other's result from the cache); the others are programs the cache did not keep (under
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS) or compiled with the cache off."""
     compiles = collections.defaultdict(list)
-    for path in log_dir.glob("*.tsv"):
-        for line in path.read_text().splitlines():
-            fields = line.split("\t")
-            if len(fields) >= 8 and fields[7] != "-":
-                test, name, devices, _, compiled, _, ended, program = fields[:8]
-                compiles[(name, program)].append((float(ended), float(compiled), devices, test))
+    for fields in rows:
+        if len(fields) >= 8 and fields[7] != "-":
+            test, name, devices, _, compiled, _, ended, program = fields[:8]
+            compiles[(name, program)].append((float(ended), float(compiled), devices, test))
     repeated = {k: sorted(v) for k, v in compiles.items() if len(v) > 1}
     wasted = sum(sum(c for _, c, _, _ in v[1:]) for v in repeated.values())
     lines = [f"compiled more than once: {len(repeated)} programs, {wasted:.0f} s after the first"]
