@@ -273,8 +273,8 @@ def bench_keras(model: str, batch: int, size: int, num_classes: int, dtype: str,
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
     # Keras draws each weight shape with its own jitted random op; JAX's original threefry
-    # compiles those faster than the partitionable default (InceptionV3 at 75 px built in 6.7 s
-    # instead of 12.3 s on 2 cores, 2026-12-05). The weights are arbitrary here.
+    # compiles those about twice as fast as the partitionable default. The weights are
+    # arbitrary here.
     with jax.threefry_partitionable(False):
         net = getattr(keras.applications, KERAS_APPS[model])(
             weights=None, classifier_activation=None, input_shape=(size, size, 3),

@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from inception_jax.errors import UserError
+from inception_jax.nested import flatten_keys
 
 log = logging.getLogger(__name__)
 
@@ -175,17 +176,6 @@ class _Manager(ocp.CheckpointManager):
         return False
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"model": {"width": 1}} -> {"model.width": 1}."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 class Checkpointer:
     """Saves every `save` call's step, keeps the newest `keep`, restores the newest good one.
 
@@ -226,7 +216,7 @@ class Checkpointer:
         self.damaged[step] = describe_error(error).replace(self.directory + os.sep, "")
 
     def _refuse_other_run(self, step: int, theirs: dict[str, Any]) -> None:
-        ours, saved = _flatten(self.meta), _flatten(theirs)
+        ours, saved = flatten_keys(self.meta), flatten_keys(theirs)
         diffs = sorted(k for k in set(ours) | set(saved) if ours.get(k) != saved.get(k))
         def detail(keys: list[str]) -> str:
             return "; ".join(f"{k}: saved {saved.get(k)!r}, now {ours.get(k)!r}" for k in keys)

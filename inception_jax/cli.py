@@ -131,7 +131,7 @@ def run(main: Callable[[list[str]], None]) -> NoReturn:
     interpreter.
 
     Once TensorFlow is imported, the interpreter's own teardown (freeing every module) takes
-    1.2-1.5 s after the work is done (a tiny training run on a 2-core host, 2026-12-03). What
+    over a second after the work is done (BENCHMARKS.md). What
     a normal exit does before that teardown is kept, in its order: threads that are not
     daemons are waited for, the exit handlers run (JAX's: backends cleared, `jax.distributed`
     shut down in step with the other processes), both streams are flushed. A bug's exception

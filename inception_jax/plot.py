@@ -20,19 +20,15 @@ from inception_jax.metrics_file import (
     metrics_path,
     read_metrics,
 )
+from inception_jax.nested import flatten_keys
 
 PANELS = (("loss", "train loss"), ("eval_top1", "eval top-1"),
           ("dead/prepool_zero_frac", "pre-pool zero fraction"))
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
-    return out
+def _hashable(flat: dict[str, Any]) -> dict[str, Any]:
+    """JSON lists as tuples, so that values can be compared and collected in sets."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
 def run_labels(workdirs: list[str]) -> list[str]:
@@ -40,7 +36,8 @@ def run_labels(workdirs: list[str]) -> list[str]:
     configs = []
     for w in workdirs:
         path = os.path.join(w, "config.json")
-        configs.append(_flat(json.load(open(path))) if os.path.isfile(path) else {})
+        configs.append(_hashable(flatten_keys(json.load(open(path))))
+                       if os.path.isfile(path) else {})
     # Knobs one network has and another lacks (blocks, residual_scales) are implied by the
     # model name, so only keys every run has are compared.
     keys = sorted(set.intersection(*(set(c) for c in configs))) if configs else []

@@ -11,7 +11,7 @@ import ml_collections
 import optax
 
 from inception_jax.evaluation import hit_sums
-from inception_jax.losses import cross_entropy, top_k_correct
+from inception_jax.losses import top_k_correct, training_loss
 from inception_jax.models import InceptionNet
 from inception_jax.optim import ema_init, ema_update, global_norm
 
@@ -88,11 +88,9 @@ def train_step(
             mutable=["batch_stats"],
         )
         logits, aux = out if isinstance(out, tuple) else (out, None)
-        loss = cross_entropy(logits, micro["label"], cfg.label_smoothing)
-        if aux is not None:
-            loss = loss + cfg.aux_loss_weight * cross_entropy(
-                aux, micro["label"], cfg.label_smoothing
-            )
+        loss = training_loss(
+            logits, aux, micro["label"], cfg.label_smoothing, cfg.aux_loss_weight
+        )
         accuracy = jnp.mean(top_k_correct(logits, micro["label"], 1))
         return loss, (accuracy, updates["batch_stats"])
 

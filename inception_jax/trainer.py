@@ -35,19 +35,18 @@ from inception_jax.errors import UserError
 from inception_jax.evaluation import accumulate_hits
 from inception_jax.finetune import merge_pretrained
 from inception_jax.interop.common import WeightImportError
+from inception_jax.loss_check import LossCheck
 from inception_jax.metrics import create_writer
 from inception_jax.models import InceptionNet, create
+from inception_jax.models.modules import target_platform
 from inception_jax.monitor import DeadNetworkWatch, health_step
 from inception_jax.optim import create_optimizer, ema_init, learning_rate_schedule
 from inception_jax.preemption import Preemption
+from inception_jax.profiling import StepProfiler
 from inception_jax.train_step import TrainState, eval_step, init_state, train_step
 from inception_jax.weights import read_weights
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(UserError):
-    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
 
 
 def build_model(model_cfg: ml_collections.ConfigDict) -> InceptionNet:
@@ -77,79 +76,6 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "image_size": config.data.image_size,
         "dataset": config.data.name,
     }
-
-
-class LossCheck:
-    """Holds the newest step's loss (a device scalar) until it is read: `check` raises
-    NonFiniteLossError naming the step if it is NaN or infinite."""
-
-    def __init__(self, workdir: str, checkpointer: Checkpointer):
-        self.workdir, self.checkpointer = workdir, checkpointer
-        self.pending: tuple[int, jax.Array] | None = None
-
-    def push(self, step: int, loss: jax.Array) -> None:
-        """Remembers `loss` of `step` (the number of steps done) without reading it."""
-        self.pending = (step, loss)
-
-    def check(self) -> None:
-        """Reads the pending loss (waits for its step) and raises if it is not finite."""
-        if self.pending is None:
-            return
-        step, loss = self.pending
-        self.pending = None
-        value = float(loss)
-        if not math.isfinite(value):
-            good = self.checkpointer.latest_step()
-            raise NonFiniteLossError(
-                f"Loss became {value} at step {step}. The last good checkpoint "
-                f"(step {good}) is kept in {self.workdir}/checkpoints. Lower "
-                "schedule.base_lr or optim.grad_clip_norm and rerun."
-            )
-
-
-class StepProfiler:
-    """Traces steps [first, last) of `train.profile_steps` with jax.profiler into `directory`.
-
-    `python` turns on the profiler's Python-call tracer. Off by default: with it, `stop_trace`
-    segfaulted once in the suite (Python 3.11, jax 0.10.2, 2026-12-02) while checkpoint
-    threads were finishing, and XLA ops, host annotations and steps are traced without it.
-    `settle` runs before the trace stops (the trainer passes the checkpointer's wait, so no
-    save's threads are still running then).
-    """
-
-    def __init__(self, steps: Any, directory: str, python: bool,
-                 settle: Callable[[], None] | None = None):
-        steps = tuple(steps or ())
-        if steps and (len(steps) != 2 or not 0 <= steps[0] < steps[1]):
-            raise UserError(
-                f"train.profile_steps must be empty or (first, last) with 0 <= first < last, "
-                f"got {steps!r}."
-            )
-        self.steps, self.directory, self.active = steps, directory, False
-        self.python, self.settle = bool(python), settle
-
-    def before(self, step: int) -> None:
-        """Starts or stops the trace before `step` runs."""
-        if not self.steps:
-            return
-        if step == self.steps[0] and not self.active:
-            options = jax.profiler.ProfileOptions()
-            options.python_tracer_level = int(self.python)
-            jax.profiler.start_trace(self.directory, profiler_options=options)
-            self.active = True
-        elif step == self.steps[1] and self.active:
-            self.close()
-            log.info("Profile of steps %d-%d written to %s", *self.steps, self.directory)
-
-    def close(self) -> None:
-        """Ends an open trace."""
-        if self.active:
-            try:
-                if self.settle is not None:
-                    self.settle()
-            finally:
-                jax.profiler.stop_trace()
-                self.active = False
 
 
 SYNTHETIC = "synthetic"
@@ -193,12 +119,6 @@ def evaluate(setup: Setup, variables: Any, config: ml_collections.ConfigDict,
         batches = eval_batches(data_cfg, batch, skipped_list=skipped)
     result = accumulate_hits(setup.eval, variables, batches, setup.batch_sharding)
     return {"eval_top1": result["top1"], "eval_top5": result["top5"]}
-
-
-def target_platform(mesh: Any) -> str:
-    """The platform of the mesh's devices ("cpu", "gpu", "tpu"): what the step compiles for."""
-    platform = mesh.devices.flat[0].platform
-    return "gpu" if platform in ("cuda", "rocm") else platform
 
 
 def check_accumulation(train_cfg: ml_collections.ConfigDict, bn_group_size: int,
@@ -265,7 +185,9 @@ def create_setup(
     info = info or data_info(config.data)
     mesh = mesh if mesh is not None else sharding.create_mesh(config.mesh.fsdp_axis)
     # "auto" model choices follow the devices the step is compiled for, not the host's backend.
-    model = build_model(config.model).clone(platform=target_platform(mesh))
+    model = build_model(config.model).clone(
+        platform=target_platform(mesh.devices.flat[0].platform)
+    )
     if model.num_classes != info.num_classes:
         raise UserError(
             f"model.num_classes={model.num_classes} but dataset {config.data.name!r} has "
@@ -343,16 +265,9 @@ def _start_from_weights(state: TrainState, path: str, model_name: str) -> TrainS
     return state.replace(params=merged["params"], batch_stats=merged["batch_stats"], ema=ema)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Trains (or resumes) the run described by `config` in `workdir`; returns the final state."""
-    train_cfg = config.train
-    setup = create_setup(config)
-    num_steps, steps_per_epoch = setup.num_steps, setup.steps_per_epoch
-    checkpointer = Checkpointer(
-        f"{workdir}/checkpoints", train_cfg.keep_checkpoints, run_identity(config),
-        may_differ=EXECUTION_KNOBS,
-    )
-    checkpointer.check_compatible()  # before anything is written to the workdir
+def _restore_or_init(config: ml_collections.ConfigDict, setup: Setup,
+                     checkpointer: Checkpointer, workdir: str) -> TrainState:
+    """The newest good checkpoint's state, else a fresh one (from `train.init_weights` if set)."""
     if checkpointer.latest_step() is not None:
         target = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -361,25 +276,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         )
         state = checkpointer.restore(target)
         log.info("Resumed from step %d of %s", int(state.step), workdir)
-    else:
-        state = setup.init()
-        if train_cfg.init_weights:
-            state = _start_from_weights(state, train_cfg.init_weights, config.model.name)
-    start_step = int(state.step)
+        return state
+    state = setup.init()
+    if config.train.init_weights:
+        state = _start_from_weights(state, config.train.init_weights, config.model.name)
+    return state
 
-    writer = create_writer(workdir, train_cfg.console_metrics)
-    if start_step == 0 and jax.process_index() == 0:
-        with open(f"{workdir}/config.json", "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-        with open(f"{workdir}/parameters.txt", "w") as f:
-            f.write(parameter_overview.get_parameter_overview(state.params) + "\n")
-        log.info("%s: %s parameters (every array in %s/parameters.txt)", config.model.name,
-                 f"{parameter_overview.count_parameters(state.params):,}", workdir)
 
-    preemption = Preemption()
-    watch = DeadNetworkWatch(config.monitor.dead_patience, config.monitor.dead_threshold)
-    batches, num_skipped = training_batches(config, setup, start_step, workdir)
-    progress = tqdm(
+def _write_run_files(config: ml_collections.ConfigDict, workdir: str, state: TrainState) -> None:
+    """config.json and parameters.txt of a new run (process 0)."""
+    if jax.process_index() > 0:
+        return
+    with open(f"{workdir}/config.json", "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    with open(f"{workdir}/parameters.txt", "w") as f:
+        f.write(parameter_overview.get_parameter_overview(state.params) + "\n")
+    log.info("%s: %s parameters (every array in %s/parameters.txt)", config.model.name,
+             f"{parameter_overview.count_parameters(state.params):,}", workdir)
+
+
+def _progress_bar(config: ml_collections.ConfigDict, num_steps: int, start_step: int) -> tqdm:
+    """The step counter on process 0's terminal (redrawn every 10 s when not a terminal)."""
+    return tqdm(
         total=num_steps,
         initial=start_step,
         desc=f"train {config.model.name}",
@@ -388,10 +306,96 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         mininterval=1.0 if sys.stderr.isatty() else 10.0,
         dynamic_ncols=True,
     )
+
+
+class _Throughput:
+    """Seconds and images per step since the last log, not counting evaluation time."""
+
+    def __init__(self, global_batch_size: int, step: int):
+        self.batch, self.time, self.step = global_batch_size, time.perf_counter(), step
+
+    def read(self, step: int) -> dict[str, float]:
+        """step_time_s and images_per_s since the last read; starts the next interval."""
+        now = time.perf_counter()
+        elapsed, steps = now - self.time, max(1, step - self.step)
+        self.time, self.step = now, step
+        return {"step_time_s": elapsed / steps,
+                "images_per_s": self.batch * steps / max(elapsed, 1e-9)}
+
+    def skip_pause(self) -> None:
+        """Leaves the time since the last read (logging, evaluation) out of the next interval."""
+        self.time = time.perf_counter()
+
+
+@dataclasses.dataclass
+class _Logger:
+    """What a log step writes: the step's metrics, throughput, health; it keeps the dead watch."""
+
+    config: ml_collections.ConfigDict
+    setup: Setup
+    writer: Any
+    progress: tqdm
+    throughput: _Throughput
+    num_skipped: Callable[[], int]
+    watch: DeadNetworkWatch
+
+    def log(self, step: int, state: TrainState, batch: Any, metrics: Any) -> bool:
+        """Writes step `step`'s scalars; True if the network has died (`monitor.dead_patience`
+        dead logs in a row)."""
+        scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        scalars.update(self.throughput.read(step))
+        scalars["epoch"] = step / self.setup.steps_per_epoch
+        if self.config.data.on_bad_image == "skip":
+            scalars["skipped_images"] = float(self.num_skipped())
+        self.progress.set_postfix(loss=f"{scalars['loss']:.3f}", refresh=False)
+        died = False
+        if self.config.monitor.enabled:
+            health = jax.device_get(self.setup.health(state, batch))
+            scalars.update({k: float(v) for k, v in health.items()})
+            died = self.watch.update(scalars["dead/prepool_zero_frac"])
+        self.writer.write_scalars(step, scalars)
+        self.throughput.skip_pause()  # the health pass is not train time either
+        if died:
+            stop = self.config.monitor.on_dead == "stop"
+            log.warning(
+                "The network died: the pre-pool map has been dead (zero fraction >= %g) for %d "
+                "logs (step %d).%s", self.watch.threshold, self.watch.consecutive, step,
+                " Saving and stopping (monitor.on_dead='stop')." if stop else "",
+            )
+            if stop:
+                self.writer.write_scalars(step, {"died_at_step": float(step)})
+        return died
+
+
+def _every(step: int, interval: int | None) -> bool:
+    return bool(interval) and step % interval == 0
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains (or resumes) the run described by `config` in `workdir`; returns the final state."""
+    train_cfg = config.train
+    setup = create_setup(config)
+    num_steps = setup.num_steps
+    checkpointer = Checkpointer(
+        f"{workdir}/checkpoints", train_cfg.keep_checkpoints, run_identity(config),
+        may_differ=EXECUTION_KNOBS,
+    )
+    checkpointer.check_compatible()  # before anything is written to the workdir
+    state = _restore_or_init(config, setup, checkpointer, workdir)
+    start_step = int(state.step)
+    writer = create_writer(workdir, train_cfg.console_metrics)
+    if start_step == 0:
+        _write_run_files(config, workdir, state)
+
+    preemption = Preemption()
+    batches, num_skipped = training_batches(config, setup, start_step, workdir)
+    progress = _progress_bar(config, num_steps, start_step)
+    throughput = _Throughput(train_cfg.global_batch_size, start_step)
+    logger = _Logger(config, setup, writer, progress, throughput, num_skipped,
+                     DeadNetworkWatch(config.monitor.dead_patience, config.monitor.dead_threshold))
     profile = StepProfiler(train_cfg.profile_steps, f"{workdir}/profile",
                            python=train_cfg.profile_python, settle=checkpointer.wait)
     unchecked = LossCheck(workdir, checkpointer)
-    last_log_time, last_log_step = time.perf_counter(), start_step
     step = start_step
     try:
         while step < num_steps:
@@ -400,49 +404,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 batch = next(batches)
                 state, metrics = setup.step(state, batch)
             step += 1
+            last = step == num_steps
             # Step k-1's loss is read once step k is queued, so the host never waits for the
-            # step it just dispatched; before anything is saved the newest loss is read too.
+            # step it just dispatched; before anything is logged or saved the newest is read too.
             unchecked.check()
             unchecked.push(step, metrics["loss"])
             progress.update(1)
-            if step % train_cfg.log_every_steps == 0 or step == num_steps:
+            if last or _every(step, train_cfg.log_every_steps):
                 unchecked.check()
-                now = time.perf_counter()
-                elapsed = now - last_log_time
-                scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                scalars["step_time_s"] = elapsed / max(1, step - last_log_step)
-                scalars["images_per_s"] = (
-                    train_cfg.global_batch_size * (step - last_log_step) / max(elapsed, 1e-9)
-                )
-                scalars["epoch"] = step / steps_per_epoch
-                if config.data.on_bad_image == "skip":
-                    scalars["skipped_images"] = float(num_skipped())
-                progress.set_postfix(loss=f"{scalars['loss']:.3f}", refresh=False)
-                died = False
-                if config.monitor.enabled:
-                    health = jax.device_get(setup.health(state, batch))
-                    scalars.update({k: float(v) for k, v in health.items()})
-                    died = watch.update(scalars["dead/prepool_zero_frac"])
-                writer.write_scalars(step, scalars)
-                last_log_time, last_log_step = time.perf_counter(), step
-                if died:
-                    log.warning(
-                        "The network died: the pre-pool map has been dead (zero fraction >= "
-                        "%g) for %d logs (step %d).%s", watch.threshold, watch.consecutive, step,
-                        " Saving and stopping (monitor.on_dead='stop')."
-                        if config.monitor.on_dead == "stop" else "",
-                    )
-                    if config.monitor.on_dead == "stop":
-                        writer.write_scalars(step, {"died_at_step": float(step)})
-                        checkpointer.save(step, state)
-                        break
-            if step == num_steps or (
-                train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0
-            ):
+                if logger.log(step, state, batch, metrics) and config.monitor.on_dead == "stop":
+                    checkpointer.save(step, state)
+                    break
+            if last or _every(step, train_cfg.eval_every_steps):
                 unchecked.check()
                 writer.write_scalars(step, evaluate(setup, state.ema, config, workdir))
-                last_log_time = time.perf_counter()  # eval time is not train time
-            if step == num_steps or step % train_cfg.checkpoint_every_steps == 0:
+                throughput.skip_pause()  # eval time is not train time
+            if last or _every(step, train_cfg.checkpoint_every_steps):
                 unchecked.check()
                 checkpointer.save(step, state)
             if preemption.should_stop(step):
@@ -458,4 +435,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         checkpointer.close()
         writer.flush()
     return state
-

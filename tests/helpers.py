@@ -44,13 +44,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # costs. Measured (one device, jit(train_step) compile): IR-v2 with blocks (1,2,2) 25 s, with
 # (0,0,1) 14.5 s; IR-v1 with (0,0,1) 10.3 s (its stem has no branches), and XLA's convolution
 # instead of the CPU rewrite (`conv_impl`, a speed knob whose outputs and gradients test_models
-# compares) 8.9 s (2026-12-03); lowered and compiled 8.3 s at (0,0,1), 6.2 s at (0,0,0)
-# (2026-12-05, a faster host). The dead-unit monitor is off (one compiled program fewer a run);
+# compares) 8.9 s; lowered and compiled 8.3 s at (0,0,1), 6.2 s at (0,0,0) (on a faster
+# host). The dead-unit monitor is off (one compiled program fewer a run);
 # tests that read it turn it on.
 # Runs with these knobs in processes with as many devices compile the same programs, so later
 # ones load them from the compilation cache. Not across device counts: the key holds the
 # process's devices, so this suite's in-process runs (8 forced devices), even on a one-device
-# mesh, do not load the programs of its one-device subprocesses (measured 2026-12-02).
+# mesh, do not load the programs of its one-device subprocesses.
 TINY_MODEL = "inception_resnet_v1"
 TINY = {
     "model.width": 0.125,

@@ -193,7 +193,7 @@ def test_bn_without_gamma_has_no_scale_parameters():
 
 # The fewest blocks each network allows (v3 has no blocks knob; IR-v2's released layout keeps
 # its final block8): the aux head reads the 17x17 map whatever the depth before it, and XLA's
-# convolutions (no conv-impl question here). Train + eval forwards compiled (2026-12-05): v4
+# convolutions (no conv-impl question here). Train + eval forwards compiled: v4
 # 7.8 s at (1,1,1) with the CPU rewrite, 4.4 s so; IR-v2 7.0 s, 4.4 s; v3 9.3 s, 7.9 s.
 FEWEST_BLOCKS = {"inception_v3": {}, "inception_v4": {"blocks": (0, 0, 0)},
                  "inception_resnet_v2": {"blocks": (0, 0, 1)}}

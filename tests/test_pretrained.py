@@ -95,8 +95,8 @@ def test_fine_tuning_from_a_weights_file_on_the_builtin_data(tmp_path):
     """The `finetune` variant from a weights file with ImageNet's 1000 classes: the trunk starts
     from the file, the head is made anew for the built-in data's 10 classes. On the tiny IR-v1
     of the trainer's tests (stem and reductions at width 0.125, XLA's convolution): the path is
-    the same for every network, and the full-depth Inception-v3 this test trained before cost
-    55 s of compilation of the suite's 16 minutes (2026-12-02). (IR-v1, not IR-v2: IR-v2's full
+    the same for every network, and a full-depth network would cost about a minute of
+    compilation. (IR-v1, not IR-v2: IR-v2's full
     config has no `blocks` field to set, its default depends on `layout`.) The timm → weights
     file step is the import tests above."""
     knobs = {"width": TINY["model.width"], "blocks": TINY["model.blocks"], "num_classes": 1000}

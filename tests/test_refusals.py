@@ -1,9 +1,9 @@
 """Every bad input the code checks, what it says, and a test that walks the list.
 
-`ROWS` is the README's table "What we refuse and what we say": `python -m tests.refusals_table`
-prints it, with the messages the code gives today. Each row triggers its input as cheaply as
-it can (mostly a direct call) and checks the message; two rows run the training command to
-check its one `error:` line and exit status 2.
+`ROWS` is the table "What we refuse and what we say" (docs/refusals.md):
+`python -m tools.refusals_table` prints it, with the messages the code gives today. Each row
+triggers its input as cheaply as it can (mostly a direct call) and checks the message; two
+rows run the training command to check its one `error:` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -27,9 +27,19 @@ import pytest
 from absl import flags as absl_flags
 from ml_collections import config_flags
 
-import inception_jax
 from configs import inception_v4 as v4_config
-from inception_jax import cli, import_weights, optim, plot, predict, sharding, sweep, trainer
+from inception_jax import (
+    cli,
+    import_weights,
+    loss_check,
+    optim,
+    plot,
+    predict,
+    profiling,
+    sharding,
+    sweep,
+    trainer,
+)
 from inception_jax.checkpoint import Checkpointer, read_checkpoint
 from inception_jax.data import crops, pipeline
 from inception_jax.errors import UserError
@@ -140,9 +150,6 @@ def jpeg(path: Path, damaged: bool = False) -> Path:
 
 
 def damaged_image(ctx):
-    data_sources = Path(inception_jax.__file__).parent / "data"
-    if not any("on_bad_image" in p.read_text() for p in data_sources.glob("*.py")):
-        pytest.skip("data.on_bad_image is not implemented yet (issue 14 item 1)")
     root = ctx.tmp / "folder"
     for i in range(6):
         jpeg(root / "train" / "ab"[i % 2] / f"{i}.jpg")
@@ -154,7 +161,7 @@ def damaged_image(ctx):
 
 
 def nan_loss(ctx):
-    check = trainer.LossCheck(str(ctx.tmp), types.SimpleNamespace(latest_step=lambda: 2))
+    check = loss_check.LossCheck(str(ctx.tmp), types.SimpleNamespace(latest_step=lambda: 2))
     check.push(3, jnp.float32(jnp.nan))
     check.check()
 
@@ -276,7 +283,7 @@ ROWS = [
             config_section(grad_accum_steps=1, global_batch_size=16), 3, 8),
         r"^model\.bn_group_size=3 must divide the micro-batch of 16 examples"),
     Row("Bad profile window", CONFIG,
-        lambda ctx: trainer.StepProfiler((5, 2), str(ctx.tmp), python=False),
+        lambda ctx: profiling.StepProfiler((5, 2), str(ctx.tmp), python=False),
         r"^train\.profile_steps must be empty or \(first, last\) with 0 <= first < last, "
         r"got \(5, 2\)"),
     Row("Unknown dead-network action", CONFIG,
@@ -488,4 +495,4 @@ def test_the_table_is_long_enough():
 
 
 if __name__ == "__main__":
-    sys.exit("Run `python -m tests.refusals_table` to print the table.")
+    sys.exit("Run `python -m tools.refusals_table` to print the table.")

@@ -68,8 +68,8 @@ def test_a_learned_scale_is_a_parameter_and_receives_a_gradient(mode, shape):
                                 rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
         return jnp.mean(logits**2)
 
-    # Jitted: one program, where the eager gradient compiled each backward op (40 s vs 23 s
-    # for both cases with an empty cache, 2026-12-02).
+    # Jitted: one program, where the eager gradient compiled each backward op (twice the
+    # time for both cases with an empty cache).
     grads = jax.jit(jax.grad(loss))(variables["params"])
     for stage in ("block35", "block17", "block8"):
         g = grads[stage]["residual_scale"]

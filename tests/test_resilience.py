@@ -21,9 +21,9 @@ from inception_jax import checkpoint
 from inception_jax.checkpoint import Checkpointer, CheckpointError
 from inception_jax.data.bad_images import SKIPPED_LIST
 from inception_jax.preemption import Preemption
-from tests import kill_points
 from tests.damaged_folder import make_damaged_folder
 from tests.helpers import flags, run_env
+from tools import kill_points
 
 STEPS = 12  # checkpoints at 4, 8, 12; evaluations at 6, 12 (kill_points.SETTINGS)
 

@@ -12,8 +12,8 @@ from inception_jax import sharding
 from inception_jax.checkpoint import CheckpointError, read_checkpoint
 from inception_jax.data.pipeline import DatasetNotPreparedError, train_batches
 from inception_jax.trainer import create_setup, train_and_evaluate
-from tests import kill_points
 from tests.helpers import flags, run_env, tiny_config
+from tools import kill_points
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_one_step_on_8_devices_equals_one_step_on_1(data_dir):
     reference, ref_loss = results[0]
     for params, loss in results[1:]:
         # The order of the cross-device sums: 1.2e-6 relative (13 float32 ulps of a loss of 2.6)
-        # on an AVX2 host (2026-12-02), below 1e-6 on AVX-512 ones.
+        # on an AVX2 host, below 1e-6 on AVX-512 ones.
         assert abs(loss - ref_loss) <= 4e-6 * abs(ref_loss)
         for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference), strict=True):
             # Same maths; only the order of the cross-device sums differs. With Eigen's
@@ -149,7 +149,7 @@ def test_two_processes_train_like_one_and_a_sigterm_to_one_stops_both(data_dir, 
     one_process = jax.device_get(state.params)
     # gloo's all-reduce sums in another order than one device does, and the tiny network
     # amplifies rounding about tenfold a step: one process on 1 and on 2 devices is 1.2e-7
-    # apart after 2 steps and 4e-5 after 4 (one block, in-process, 2026-12-02; with a block a
+    # apart after 2 steps and 4e-5 after 4 (one block, in-process; with a block a
     # stage 9e-6 and 2.3e-3). So the comparison is at step 2. Bound: 1e-4 of the largest
     # weight (~1), over all weights.
     diffs = [np.abs(a - b).max() for a, b in zip(jax.tree.leaves(two_process),

@@ -12,10 +12,11 @@ from inception_jax import sharding, trainer
 from inception_jax.data.device import prefetch_to_device
 from inception_jax.data.pipeline import DatasetInfo
 from inception_jax.errors import UserError
+from inception_jax.loss_check import NonFiniteLossError
 from inception_jax.losses import cross_entropy
 from inception_jax.models import create
 from inception_jax.optim import create_optimizer
-from inception_jax.trainer import NonFiniteLossError, create_setup, train_and_evaluate
+from inception_jax.trainer import create_setup, train_and_evaluate
 from tests.helpers import tiny_config
 
 INFO = DatasetInfo(128, 32, 10, 75)  # the tiny dataset's sizes, without building it
@@ -200,8 +201,8 @@ def test_bn_groups_per_device_equal_bn_on_each_shard_with_no_all_reduce(tmp_path
     # The same maths in two programs. The update is not continuous in rounding: at this random
     # init, some ReLU inputs and max-pool windows sit on a tie that float32 rounding decides,
     # and one tie decided the other way moves the whole update by 5e-3 to 1.2e-2 (relative).
-    # Measured 2026-12-03: grouped vs reference 8e-5 with the commands' XLA flags on an AMD
-    # AVX-512 host, 1.2e-2 on a 2-core Intel Xeon (CI, 2026-12-02) and on the AMD host with LLVM
+    # Measured: grouped vs reference 8e-5 with the commands' XLA flags on an AMD AVX-512
+    # host, 1.2e-2 on a 2-core Intel Xeon (CI's) and on the AMD host with LLVM
     # at -O0; the reference alone, fed the same examples in another order inside each shard,
     # moved by 3.6e-5 and 1.2e-2. Whole-batch BN, the wrong statistics, is 0.9-1.4 away (75 and
     # 139 pixel inputs, random and drawn images), so a bound between the two separates them.
@@ -226,7 +227,7 @@ def test_bn_groups_per_device_equal_bn_on_each_shard_with_no_all_reduce(tmp_path
 
     # Whole-batch BN all-reduces the statistics of nearly every BN layer (XLA's combiner merges
     # a few): measured on the tiny IR-v1's 17 BN layers (no residual block), 14 in the forward
-    # pass and 29 in the step, against 1 in the grouped step (2026-12-05).
+    # pass and 29 in the step, against 1 in the grouped step.
     bn_layers = len(jax.tree.leaves(host_state.batch_stats)) // 2  # a mean and a variance each
     assert all_reduces(forward_hlo(grouped)) == []
     assert len(all_reduces(forward_hlo(whole))) > 3 * bn_layers // 4

@@ -50,9 +50,9 @@ def get_sweep(arg: str | None = None) -> dict:
 
 
 # The regime in which an unscaled Inception-ResNet dies on a 2-core CPU and scaled ones train
-# (README, "Death on a CPU"): the :cpu network with five blocks in its 8x8 stage (1,075 filters,
-# > 1,000), at 5.6x the paper's per-replica learning rate (linear scaling to a large batch) and
-# no decay within the run.
+# (docs/residual_scaling.md, "Death on a CPU"): the :cpu network with five blocks in its 8x8
+# stage (1,075 filters, > 1,000), at 5.6x the paper's per-replica learning rate (linear scaling
+# to a large batch) and no decay within the run.
 DEATH_LR = 0.25
 DEATH_FIXED = {
     "model.width": 0.6,  # 8x8 stage: 1,075 filters (> 1,000)
@@ -80,7 +80,7 @@ DEATH_VARIANTS = [
     {"name": "channel=0.1", "model.residual_mode": "channel",
      "model.residual_scales": (0.1,) * 3},
 ]
-# The first regime tried (2026-11-24, README): one 8x8 block, 10x the paper's rate, 300 steps.
+# A shallower regime: one 8x8 block, 10x the paper's rate, 300 steps.
 # There every scale is damaged and the scale only orders the death step.
 SHALLOW_FIXED = {**DEATH_FIXED, "model.blocks": (1, 2, 1), "schedule.base_lr": 0.45,
                  "train.num_steps": 300, "train.checkpoint_every_steps": 300}

@@ -123,6 +123,7 @@ def assemble(
                 more = f" ... and {len(shown) - 40} more" if len(shown) > 40 else ""
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(shown[:40]) + more)
         lines.append("Check that the file is for this architecture, its layout and head "
-                     "(num_classes, aux_head, bn_scale); see README 'Pretrained weights'.")
+                     "(num_classes, aux_head, bn_scale); see docs/evaluation.md, 'Pretrained "
+                     "weights'.")
         raise WeightImportError("\n".join(lines))
     return traverse_util.unflatten_dict(flat)

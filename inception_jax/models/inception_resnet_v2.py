@@ -2,7 +2,7 @@
 
 - `layout="released"` (default): the network of the authors' released TF-Slim code and
   checkpoint, which timm and Keras reproduce (55.8M parameters).
-- `layout="paper"`: the network as the paper's Figs. 3, 7, 15-19 draw it. See the README for
+- `layout="paper"`: the network as the paper's Figs. 3, 7, 15-19 draw it. See docs/models.md for
   the differences; the maintainers of slim say the released code is what the authors meant.
 """
 

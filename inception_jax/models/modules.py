@@ -17,22 +17,45 @@ from inception_jax.models.specs import BlockSpec, Conv, Layer, Pool, Split
 conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
 
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """Knobs every layer needs, passed down from the network (hashable, static)."""
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
-    train: bool = False
+
+@dataclasses.dataclass(unsafe_hash=True)
+class LayerKnobs:
+    """The knobs every layer reads, defined once: `InceptionNet` takes them as fields (this is
+    its mixin) and passes them down to its layers inside `Options`."""
+
     width: float = 1.0
-    dtype: Any = jnp.float32
+    dtype: str = "float32"  # compute dtype (a key of DTYPES); parameters stay float32
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
     bn_scale: bool = True
     pool_count_include_pad: bool = False
     remat: bool = False
-    scan_unroll: int = 0
-    conv_impl: str = "auto"
-    bn_group_size: int = 0
-    platform: str | None = None  # the compilation target; None = JAX's default backend
+    scan_unroll: int = 0  # blocks per loop iteration of a stage; 0 = auto (CPU, TPU: all)
+    conv_impl: str = "auto"  # "xla", "rewrite" (1x1 as matmul, n x 1 as 1 x n), "auto"
+    bn_group_size: int = 0  # examples per BatchNorm statistics group; 0 = the whole batch
+    # The compilation target that "auto" choices follow; None = JAX's default backend. Not a
+    # config knob: the trainer sets it from the mesh's devices.
+    platform: str | None = None
+
+
+@dataclasses.dataclass(unsafe_hash=True)
+class Options(LayerKnobs):
+    """`LayerKnobs` and the train/eval switch, as one static value handed to every layer."""
+
+    train: bool = False
+
+    @classmethod
+    def of(cls, knobs: LayerKnobs, train: bool) -> Options:
+        """The options of a network (or anything with the `LayerKnobs` fields) in a mode."""
+        fields = {f.name: getattr(knobs, f.name) for f in dataclasses.fields(LayerKnobs)}
+        return cls(train=train, **fields)
+
+    @property
+    def compute_dtype(self) -> Any:
+        """The jnp dtype layers compute in."""
+        return DTYPES[self.dtype]
 
 
 CONV_IMPLS = ("auto", "xla", "rewrite")
@@ -136,7 +159,7 @@ class ConvBN(nn.Module):
             self.kernel,
             self.stride,
             self.padding,
-            dtype=o.dtype,
+            dtype=o.compute_dtype,
             conv_impl=o.conv_impl,
             platform=o.platform,
             name="conv",
@@ -157,7 +180,7 @@ def batch_norm(
         epsilon=opts.bn_epsilon,
         use_scale=opts.bn_scale if use_scale is None else use_scale,
         scale_init=scale_init,
-        dtype=opts.dtype,
+        dtype=opts.compute_dtype,
         name=name,
     )
     if opts.bn_group_size:
@@ -222,7 +245,7 @@ class InceptionBlock(nn.Module):
             return y
         features = x.shape[-1]
         y = Conv2D(
-            features, (1, 1), use_bias=res.mode != "bn", dtype=self.opts.dtype,
+            features, (1, 1), use_bias=res.mode != "bn", dtype=self.opts.compute_dtype,
             conv_impl=self.opts.conv_impl, platform=self.opts.platform, name="proj",
         )(y)
         init = nn.initializers.constant(res.scale)
@@ -297,4 +320,4 @@ class AuxHead(nn.Module):
         pads = tuple(((5 - s) // 2, 5 - s - (5 - s) // 2) if s < 5 else (0, 0) for s in (h, w))
         x = ConvBN(768, (5, 5), 1, pads, self.opts, name="conv_1")(x)
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, dtype=self.opts.dtype, name="head")(x)
+        return nn.Dense(self.num_classes, dtype=self.opts.compute_dtype, name="head")(x)

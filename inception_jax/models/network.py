@@ -13,10 +13,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from inception_jax.errors import UserError
-from inception_jax.models.modules import CONV_IMPLS, PLATFORMS, AuxHead, Options, apply_block
+from inception_jax.models.modules import (
+    CONV_IMPLS,
+    DTYPES,
+    PLATFORMS,
+    AuxHead,
+    LayerKnobs,
+    Options,
+    apply_block,
+)
 from inception_jax.models.specs import RESIDUAL_MODES, Residual, Unit, min_input_size
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def require(condition: bool, message: str) -> None:
@@ -25,7 +31,7 @@ def require(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
-class InceptionNet(nn.Module):
+class InceptionNet(nn.Module, LayerKnobs):
     """Base class: `__call__(x, train)` maps NHWC images in [-1, 1] to logits.
 
     Returns `logits`, or `(logits, aux_logits)` when `aux_head` is on and `train` is True.
@@ -33,21 +39,10 @@ class InceptionNet(nn.Module):
     """
 
     num_classes: int = 1000
-    width: float = 1.0
     dropout_rate: float = 0.2
     aux_head: bool = False
-    bn_scale: bool = True
-    bn_momentum: float = 0.99
-    bn_epsilon: float = 1e-3
-    dtype: str = "float32"
-    remat: bool = False
-    pool_count_include_pad: bool = False
-    scan_unroll: int = 0  # blocks per loop iteration of a stage; 0 = auto (CPU, TPU: all)
-    conv_impl: str = "auto"  # "xla", "rewrite" (1x1 as matmul, n x 1 as 1 x n), "auto"
-    bn_group_size: int = 0  # examples per BatchNorm statistics group; 0 = the whole batch
-    # The compilation target that "auto" choices follow; None = JAX's default backend. Not a
-    # config knob: the trainer sets it from the mesh's devices.
-    platform: str | None = None
+    # The layer knobs (width, dtype, BatchNorm, remat, scan_unroll, conv_impl, bn_group_size,
+    # platform) are fields too, defined once in `LayerKnobs`.
 
     # Name of the unit after which the auxiliary head is attached (set by subclasses).
     aux_after: ClassVar[str | None] = None
@@ -127,21 +122,8 @@ class InceptionNet(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
         self.check_input(x)
-        opts = Options(
-            train=train,
-            width=self.width,
-            dtype=DTYPES[self.dtype],
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-            bn_scale=self.bn_scale,
-            pool_count_include_pad=self.pool_count_include_pad,
-            remat=self.remat,
-            scan_unroll=self.scan_unroll,
-            conv_impl=self.conv_impl,
-            bn_group_size=self.bn_group_size,
-            platform=self.platform,
-        )
-        x = x.astype(opts.dtype)
+        opts = Options.of(self, train)
+        x = x.astype(opts.compute_dtype)
         aux = None
         for unit in self.units():
             x = apply_block(x, unit.block, opts, unit.name, unit.repeat)
@@ -152,7 +134,8 @@ class InceptionNet(nn.Module):
         x = jnp.mean(x, axis=(1, 2))
         self.sow("intermediates", "pooled_out", x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = nn.Dense(self.num_classes, dtype=opts.dtype, name="head")(x).astype(jnp.float32)
+        logits = nn.Dense(self.num_classes, dtype=opts.compute_dtype, name="head")(x)
+        logits = logits.astype(jnp.float32)
         if train and aux is not None:
             return logits, aux
         return logits

@@ -1,6 +1,6 @@
 """The training loop's throughput against the bench's, interleaved in one process.
 
-Run:  JAX_PLATFORMS=cpu python -m tests.loop_vs_bench [--rounds=6] [--steps=300]
+Run:  JAX_PLATFORMS=cpu python -m tools.loop_vs_bench [--rounds=6] [--steps=300]
 
 Each round times the trainer's own jitted step the way `python -m inception_jax.bench` does
 (`bench.bench_ours`: median of synchronised steps), then runs `trainer.train_and_evaluate` on

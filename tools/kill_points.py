@@ -1,6 +1,6 @@
 """Kill a tiny training run at many points, rerun it each time, compare with an uninterrupted run.
 
-Run:  python -m tests.kill_points --points=10 [--steps=48] [--seed=0] [--workdir=DIR]
+Run:  python -m tools.kill_points --points=10 [--steps=48] [--seed=0] [--workdir=DIR]
 
 It trains the tiny IR-v1 of tests/helpers.py once without interruption, then starts the same
 run in a second workdir and SIGKILLs it at `--points` random moments (each rerun resumes from

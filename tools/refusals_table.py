@@ -1,7 +1,7 @@
-"""Prints the README table "What we refuse and what we say" from tests/test_refusals.py's rows,
-with the messages the code gives today.
+"""Prints the table "What we refuse and what we say" (docs/refusals.md) from
+tests/test_refusals.py's rows, with the messages the code gives today.
 
-    python -m tests.refusals_table > table.md
+    python -m tools.refusals_table > table.md
 
 Runs every row's trigger (two of them start train.py, ~20 s) in a temporary directory, with 8
 fake CPU devices as the tests have.

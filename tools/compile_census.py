@@ -1,7 +1,7 @@
 """Where a pytest run's compile time goes: every program each process of the run gets from JAX.
 
-Run:  python -m tests.compile_census [--log_dir=DIR] -- PYTEST_ARGS...
-e.g.  rm -rf ~/.cache/inception_jax && python -m tests.compile_census -- -q -n 2 tests/
+Run:  python -m tools.compile_census [--log_dir=DIR] -- PYTEST_ARGS...
+e.g.  rm -rf ~/.cache/inception_jax && python -m tools.compile_census -- -q -n 2 tests/
 
 It puts a `.pth` file into this venv's site-packages for the run (removed afterwards), so every
 Python process of the run, the tests' subprocesses included, wraps JAX's
