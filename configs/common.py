@@ -76,7 +76,10 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.train.profile_python = False
     c.train.num_epochs = 100.0  # the Inception-v3 paper's length
     c.train.num_steps = ml_collections.FieldReference(None, field_type=int)  # overrides epochs
-    c.train.init_weights = ""  # a weights file (import_weights) to fine-tune from
+    c.train.init_weights = ""  # a weights file (import_weights, export) to fine-tune from
+    # Parameter groups that get no updates (fine-tuning): unit names, "stem", "head", "aux",
+    # or "re:REGEX" over parameter paths, e.g. ("stem", "block35"). See inception_jax/freeze.py.
+    c.train.freeze = ()
     c.train.label_smoothing = 0.1
     c.train.aux_loss_weight = 0.4
     c.train.ema_decay = 0.9999

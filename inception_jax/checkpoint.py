@@ -3,10 +3,14 @@
 Each checkpoint holds the state and a small JSON `meta` (model config, image size) so that a
 workdir written by another model is refused before anything is overwritten.
 
-Resuming takes the newest checkpoint that reads back whole. A damaged one (a truncated or
-missing file, a half-copied step directory) is named in a warning with what is wrong with it
-and moved aside to `STEP.damaged` beside the others, never deleted: orbax no longer lists it,
-so it cannot block the save of the same step nor count among the `keep` newest.
+Every checkpoint carries a manifest of its files' CRC32C checksums (`checksums.py`), written
+before the step directory counts as complete; a restore verifies it before any array is used.
+Resuming takes the newest checkpoint that verifies and reads back whole. A damaged one (a
+flipped byte, a truncated, missing or stray file, a half-copied step directory) is named in a
+warning with what is wrong with it and moved aside to `STEP.damaged` beside the others, never
+deleted: orbax no longer lists it, so it cannot block the save of the same step nor count among
+the `keep` newest. A checkpoint written before checksums existed (no manifest, and no mention
+of one in its `meta`) is restored unverified, with a one-line note.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import traceback
 from typing import Any
 
@@ -25,12 +30,17 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from inception_jax import checksums
 from inception_jax.errors import UserError
 from inception_jax.nested import flatten_keys
 
 log = logging.getLogger(__name__)
 
 DAMAGED_SUFFIX = ".damaged"
+# The key in a checkpoint's `meta` that says it carries a checksum manifest (and which file).
+MANIFEST_KEY = "checksum_manifest"
+# orbax writes a step into this directory and renames it into place once it is complete.
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
 class CheckpointError(UserError):
@@ -45,8 +55,11 @@ def describe_error(error: BaseException, limit: int = 400) -> str:
     value of size 134493": a truncated file).
     """
     inner, seen = error, {id(error)}
-    while (inner.__cause__ or inner.__context__) is not None:
-        inner = inner.__cause__ or inner.__context__
+    def cause(e: BaseException) -> BaseException | None:
+        return e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+
+    while cause(inner) is not None:
+        inner = cause(inner)
         if id(inner) in seen:
             break
         seen.add(id(inner))
@@ -176,6 +189,27 @@ class _Manager(ocp.CheckpointManager):
         return False
 
 
+class _Verification:
+    """`checksums.verify_manifest(directory)` running on a thread; `result` waits and raises."""
+
+    def __init__(self, directory: str):
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(directory,), daemon=True)
+        self.thread.start()
+
+    def _run(self, directory: str) -> None:
+        try:
+            checksums.verify_manifest(directory)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            self.error = e
+
+    def result(self) -> None:
+        """Waits for the verification; raises what it raised."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 class Checkpointer:
     """Saves every `save` call's step, keeps the newest `keep`, restores the newest good one.
 
@@ -194,9 +228,14 @@ class Checkpointer:
         self.damaged: dict[int, str] = {}  # step -> what is wrong with it
         _save_cpu_arrays_from_one_replica()
         _quiet_failed_read_echoes()  # before any read: `check_compatible` and `restore` read
+        self.verified: set[int] = set()  # steps whose checksums matched
+        self._saving: int | None = None  # the step of the save in flight
         self.manager = _Manager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True,
+                async_options=ocp.AsyncOptions(post_finalization_callback=self._write_manifest),
+            ),
             item_names=("state", "meta"),
         )
 
@@ -212,10 +251,20 @@ class Checkpointer:
         return sorted(self.manager.all_steps(), reverse=True)
 
     def _note_damaged(self, step: int, error: BaseException) -> None:
+        """Records what is wrong with `step`: the manifest's word where the checkpoint has one
+        and it names a fault (it names the file), else the read's own error."""
+        if not isinstance(error, checksums.ChecksumError) and checksums.has_manifest(
+                self.step_dir(step)):
+            try:
+                checksums.verify_manifest(self.step_dir(step))
+            except checksums.ChecksumError as found:
+                found.__suppress_context__ = True  # the read's error is not its cause
+                error = found
         # Paths inside the checkpoint directory, which the messages name already.
         self.damaged[step] = describe_error(error).replace(self.directory + os.sep, "")
 
     def _refuse_other_run(self, step: int, theirs: dict[str, Any]) -> None:
+        theirs = {k: v for k, v in theirs.items() if k != MANIFEST_KEY}
         ours, saved = flatten_keys(self.meta), flatten_keys(theirs)
         diffs = sorted(k for k in set(ours) | set(saved) if ours.get(k) != saved.get(k))
         def detail(keys: list[str]) -> str:
@@ -238,6 +287,8 @@ class Checkpointer:
         """
         for step in self._newest_first():
             try:
+                if checksums.has_manifest(self.step_dir(step)):  # the identity itself, first
+                    checksums.verify_manifest(self.step_dir(step), prefix="meta" + os.sep)
                 saved = self.manager.restore(
                     step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
                 )
@@ -258,10 +309,7 @@ class Checkpointer:
             restored = None
             if step not in self.damaged:
                 try:
-                    restored = self.manager.restore(step, args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state),
-                        meta=ocp.args.JsonRestore(),
-                    ))
+                    restored = self._read_verified(step, abstract_state)
                 except Exception as e:  # noqa: BLE001 - any read failure means damaged
                     self._note_damaged(step, e)
             if not _all_processes(restored is not None):
@@ -276,6 +324,37 @@ class Checkpointer:
             "restore them from a copy, or move them away to start over, or choose another "
             "--workdir."
         )
+
+    def _read_verified(self, step: int, abstract_state: Any) -> dict[str, Any]:
+        """Checkpoint `step` read by orbax while its checksums are verified on other threads
+        (both read the same files; the arrays are returned only if every checksum matched).
+        Raises ChecksumError or orbax's error."""
+        directory = self.step_dir(step)
+        check = _Verification(directory) if checksums.has_manifest(directory) else None
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            meta=ocp.args.JsonRestore(),
+        ))
+        if check is not None:
+            check.result()
+            self.verified.add(step)
+        elif restored["meta"].get(MANIFEST_KEY):
+            raise checksums.ChecksumError(f"{restored['meta'][MANIFEST_KEY]} is missing")
+        else:
+            log.info("Checkpoint %s carries no checksums (written before they existed): "
+                     "restored unverified.", directory)
+        return restored
+
+    def _write_manifest(self) -> None:
+        """orbax's post-finalization callback (primary process, background thread): the
+        manifest of the step just written, in its temporary directory before orbax renames
+        it into place (or in place, where orbax writes no temporary directory)."""
+        step = self._saving
+        if step is None:
+            return
+        final = self.step_dir(step)
+        directory = final + TMP_SUFFIX if os.path.isdir(final + TMP_SUFFIX) else final
+        checksums.write_manifest(directory)
 
     def _set_aside(self, resumed: int) -> None:
         """Renames every damaged checkpoint newer than `resumed` to STEP.damaged[-N]."""
@@ -305,10 +384,13 @@ class Checkpointer:
         """
         if step in self.manager.all_steps():
             return
+        self.manager.wait_until_finished()  # one save in flight: `_write_manifest` knows its step
+        self._saving = step
+        meta = {**self.meta, MANIFEST_KEY: checksums.MANIFEST}
         self.manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(self.meta)
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
             ),
             force=True,
         )
@@ -349,6 +431,9 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, 
                 f"{directory} holds no complete checkpoint: train first (train.py --workdir)."
             )
         try:
+            step_dir = os.path.join(directory, str(step))
+            if checksums.has_manifest(step_dir):
+                checksums.verify_manifest(step_dir)
             # Every array onto this process's first device: a run saved on 8 devices is read
             # on any number (orbax refuses other devices than the saved ones without a target).
             saved = manager.item_metadata(step)["state"]
@@ -365,6 +450,13 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, 
                 f"({describe_error(e).replace(directory + os.sep, '')}). It may be incomplete "
                 "or damaged: pick another step or re-train."
             ) from e
+        meta = dict(restored["meta"])
+        if meta.pop(MANIFEST_KEY, None) and not checksums.has_manifest(step_dir):
+            raise CheckpointError(
+                f"The checkpoint at step {step} in {directory} could not be verified "
+                f"({checksums.MANIFEST} is missing). It may be incomplete or damaged: pick "
+                "another step or re-train."
+            )
     finally:
         manager.close()
-    return restored["meta"], jax.device_get(restored["state"])
+    return meta, jax.device_get(restored["state"])

@@ -10,6 +10,7 @@ scheme and sharded over the batch, over the whole split.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,13 +23,14 @@ from tqdm import tqdm
 
 from inception_jax import sharding
 from inception_jax.checkpoint import read_checkpoint
+from inception_jax.data.class_names import run_class_names
 from inception_jax.data.crop_schemes import check_scheme
 from inception_jax.data.device import global_batch
 from inception_jax.data.pipeline import dataset_info, eval_batches
 from inception_jax.errors import UserError
 from inception_jax.losses import top_k_correct
 from inception_jax.models import InceptionNet, create
-from inception_jax.weights import check_fits, read_weights
+from inception_jax.weights import check_fits, load_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Member:
     model_name: str
     model: InceptionNet
     variables: dict[str, Any]
+    image_size: int | None = None  # the size it was trained at, where known
+    class_names: tuple[str, ...] | None = None  # its classes' names, where known
 
     @property
     def num_classes(self) -> int:
@@ -56,15 +60,30 @@ def member_from_checkpoint(workdir: str, use_ema: bool = True, step: int | None 
     }
     model = create(name, **knobs)
     check_fits(model, variables, meta["image_size"], workdir)
-    return Member(workdir, name, model, jax.tree.map(np.asarray, dict(variables)))
+    run_dir = workdir if os.path.isdir(os.path.join(workdir, "checkpoints")) else (
+        os.path.dirname(os.path.abspath(workdir)))
+    return Member(workdir, name, model, jax.tree.map(np.asarray, dict(variables)),
+                  image_size=meta["image_size"], class_names=run_class_names(run_dir))
 
 
 def member_from_weights(path: str) -> Member:
-    """A weights file written by `import_weights` (or `save_weights`)."""
-    name, knobs, variables = read_weights(path)
-    model = create(name, **knobs)
-    check_fits(model, variables, model.min_input_size, path)
-    return Member(path, name, model, variables)
+    """A weights file written by `import_weights`, `export` (or `save_weights`)."""
+    w = load_weights(path)
+    model = create(w.model, **w.knobs)
+    check_fits(model, w.variables, w.image_size or model.min_input_size, path)
+    return Member(path, w.model, model, w.variables, image_size=w.image_size,
+                  class_names=w.class_names)
+
+
+def member_from(weights: str | None, checkpoint: str | None, use_ema: bool = True,
+                step: int | None = None) -> Member:
+    """The one network a command names: `--weights=FILE` or `--checkpoint=WORKDIR`."""
+    if bool(weights) == bool(checkpoint):
+        raise UserError("Name the network: --weights=FILE (a weights file) or "
+                        "--checkpoint=WORKDIR (a training run), one of them.")
+    if weights:
+        return member_from_weights(weights)
+    return member_from_checkpoint(checkpoint, use_ema, step)
 
 
 def class_offsets(members: Sequence[Member], num_classes: int) -> list[int]:

@@ -11,6 +11,7 @@ import ml_collections
 import optax
 
 from inception_jax.evaluation import hit_sums
+from inception_jax.freeze import NOTHING, Frozen
 from inception_jax.losses import top_k_correct, training_loss
 from inception_jax.models import InceptionNet
 from inception_jax.optim import ema_init, ema_update, global_norm
@@ -68,6 +69,7 @@ def train_step(
     cfg: ml_collections.ConfigDict,
     seed: int,
     batch_shards: int = 1,
+    frozen: Frozen = NOTHING,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a global batch. `cfg` is the config's `train` section.
 
@@ -76,12 +78,14 @@ def train_step(
     updated after each as A separate forward passes would, and the parameters, the moving
     average and the step (hence the learning rate) advance once. `batch_shards` is the number of
     devices the batch is split over (micro-batches keep each device's examples on it).
+    `frozen` (`train.freeze`) gets no gradient, and its BatchNorm statistics are kept.
     """
     dropout_rng = jax.random.fold_in(jax.random.key(seed), state.step)
 
     def loss_fn(params, batch_stats, micro, rng):
         out, updates = model.apply(
-            {"params": params, "batch_stats": batch_stats},
+            {"params": frozen.stop_gradients(params) if frozen else params,
+             "batch_stats": batch_stats},
             micro["image"],
             train=True,
             rngs={"dropout": rng},
@@ -119,6 +123,8 @@ def train_step(
             (jnp.arange(accum), micro_batches(batch, accum, batch_shards)),
         )
         loss, accuracy, grads = jax.tree.map(lambda t: t / accum, sums)
+    if frozen:
+        batch_stats = frozen.keep("batch_stats", state.batch_stats, batch_stats)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = ema_update(
@@ -128,6 +134,8 @@ def train_step(
         cfg.ema_decay,
         cfg.ema_warmup,
     )
+    if frozen:
+        ema = frozen.keep_variables(state.ema, ema)
     metrics = {
         "loss": loss,
         "accuracy": accuracy,

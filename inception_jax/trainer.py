@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from clu import parameter_overview
 from tqdm import tqdm
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from inception_jax import sharding
 from inception_jax.checkpoint import Checkpointer
 from inception_jax.data.bad_images import skipped_list_path
+from inception_jax.data.class_names import run_class_names, save_run_class_names
 from inception_jax.data.device import (
     prefetch_to_device,
     synthetic_batches,
@@ -34,6 +36,8 @@ from inception_jax.data.pipeline import DatasetInfo, dataset_info, eval_batches,
 from inception_jax.errors import UserError
 from inception_jax.evaluation import accumulate_hits
 from inception_jax.finetune import merge_pretrained
+from inception_jax.freeze import NOTHING, Frozen, freeze_optimizer
+from inception_jax.freeze import resolve as resolve_freeze
 from inception_jax.interop.common import WeightImportError
 from inception_jax.loss_check import LossCheck
 from inception_jax.metrics import create_writer
@@ -70,12 +74,18 @@ EXECUTION_KNOBS = tuple(f"model.{k}" for k in ("remat", "dtype", "conv_impl", "s
 
 
 def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed by this config (but `EXECUTION_KNOBS`)."""
-    return {
+    """What a checkpoint must match to be resumed by this config (but `EXECUTION_KNOBS`).
+
+    `train.freeze` shapes the optimizer state, so a run that freezes records what it froze
+    (a run that freezes nothing records nothing, as before the knob existed)."""
+    identity = {
         "model": config.model.to_dict(),
         "image_size": config.data.image_size,
         "dataset": config.data.name,
     }
+    if config.train.freeze:
+        identity["freeze"] = list(config.train.freeze)
+    return identity
 
 
 SYNTHETIC = "synthetic"
@@ -152,6 +162,8 @@ class Setup:
 
     model: InceptionNet
     schedule: Any
+    class_names: tuple[str, ...]
+    frozen: Frozen
     steps_per_epoch: int
     num_steps: int
     batch_sharding: Any
@@ -199,7 +211,9 @@ def create_setup(
     schedule = learning_rate_schedule(
         config.schedule, steps_per_epoch, train_cfg.global_batch_size
     )
-    tx = create_optimizer(config.optim, schedule)
+    frozen = frozen_set(config, model)
+    model = model.clone(inference_units=frozen.units)
+    tx = freeze_optimizer(create_optimizer(config.optim, schedule), frozen)
     batch_sharding = sharding.batch_sharding(mesh)
     init_fn = functools.partial(
         init_state, model, tx, jax.random.key(config.seed, impl="rbg"), config.data.image_size
@@ -212,7 +226,7 @@ def create_setup(
     step_fn = jax.jit(
         functools.partial(
             train_step, model=model, tx=tx, schedule=schedule, cfg=train_cfg, seed=config.seed,
-            batch_shards=mesh.size,
+            batch_shards=mesh.size, frozen=frozen,
         ),
         in_shardings=(state_sharding, batch_sharding),
         out_shardings=(state_sharding, replicated),
@@ -232,6 +246,8 @@ def create_setup(
     return Setup(
         model=model,
         schedule=schedule,
+        class_names=info.class_names,
+        frozen=frozen,
         steps_per_epoch=steps_per_epoch,
         num_steps=total_steps(train_cfg, steps_per_epoch),
         batch_sharding=batch_sharding,
@@ -242,6 +258,16 @@ def create_setup(
         eval=eval_fn,
         health=jax.jit(health_fn, out_shardings=replicated),
     )
+
+
+def frozen_set(config: ml_collections.ConfigDict, model: InceptionNet) -> Frozen:
+    """What `train.freeze` holds fixed in `model` (UserError for entries that name nothing)."""
+    if not config.train.freeze:
+        return NOTHING
+    size = config.data.image_size
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    return resolve_freeze(config.train.freeze, shapes, [u.name for u in model.units()],
+                          model.stem_units, config.model.name)
 
 
 def _start_from_weights(state: TrainState, path: str, model_name: str) -> TrainState:
@@ -283,9 +309,15 @@ def _restore_or_init(config: ml_collections.ConfigDict, setup: Setup,
     return state
 
 
-def _write_run_files(config: ml_collections.ConfigDict, workdir: str, state: TrainState) -> None:
-    """config.json and parameters.txt of a new run (process 0)."""
+def _write_run_files(config: ml_collections.ConfigDict, workdir: str, state: TrainState,
+                     class_names: tuple[str, ...]) -> None:
+    """config.json, parameters.txt and class_names.json of a new run (process 0); a resumed
+    run written before class names were kept gets its class_names.json."""
     if jax.process_index() > 0:
+        return
+    if class_names and run_class_names(workdir) is None:
+        save_run_class_names(workdir, class_names)
+    if int(state.step) > 0:
         return
     with open(f"{workdir}/config.json", "w") as f:
         f.write(config.to_json_best_effort(indent=2))
@@ -384,8 +416,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state = _restore_or_init(config, setup, checkpointer, workdir)
     start_step = int(state.step)
     writer = create_writer(workdir, train_cfg.console_metrics)
-    if start_step == 0:
-        _write_run_files(config, workdir, state)
+    _write_run_files(config, workdir, state, setup.class_names)
 
     preemption = Preemption()
     batches, num_skipped = training_batches(config, setup, start_step, workdir)

@@ -3,27 +3,47 @@
 The file holds every leaf of `{"params", "batch_stats"}` under its `/`-joined path and, in the
 safetensors metadata, the model name and the constructor knobs that fix its shapes, so that a
 weights file alone is enough to rebuild the network (`python -m inception_jax.evaluate
---weights=FILE`, `predict`, fine-tuning). Files are read with safetensors' numpy API: no pickle.
+--weights=FILE`, `predict`, fine-tuning); optionally the image size it was trained at and its
+class names (files exported from a training run have both); and the CRC32C of its tensors
+(`checksum`), which every read verifies. Files are read with safetensors' numpy API: no pickle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from flax import traverse_util
 
+from inception_jax.checksums import ALGORITHM, arrays_crc32c
 from inception_jax.interop.common import WeightImportError, WeightsFileNotFoundError
 from inception_jax.models import InceptionNet, create
+
+log = logging.getLogger(__name__)
 
 FORMAT = "inception_jax.weights/1"
 COLLECTIONS = ("params", "batch_stats")
 
 
+@dataclasses.dataclass(frozen=True)
+class WeightsFile:
+    """What a weights file holds."""
+
+    model: str
+    knobs: dict[str, Any]
+    variables: dict[str, Any]
+    image_size: int | None = None  # the size the network was trained at, if recorded
+    class_names: tuple[str, ...] | None = None  # the classes' names in label order, if recorded
+
+
 def save_weights(
-    path: str, variables: dict[str, Any], model: str, knobs: dict[str, Any], source: str = ""
+    path: str, variables: dict[str, Any], model: str, knobs: dict[str, Any], source: str = "",
+    image_size: int | None = None, class_names: Sequence[str] | None = None,
 ) -> None:
     """Writes `variables` of `create(model, **knobs)` to `path` (atomically)."""
     from safetensors.numpy import save_file
@@ -34,7 +54,11 @@ def save_weights(
     )
     arrays = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in flat.items()}
     metadata = {"format": FORMAT, "model": model, "knobs": json.dumps(knobs, sort_keys=True),
-                "source": source}
+                "source": source, "checksum": f"{ALGORITHM}:{arrays_crc32c(arrays)}"}
+    if image_size:
+        metadata["image_size"] = str(int(image_size))
+    if class_names:
+        metadata["class_names"] = json.dumps(list(class_names))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     save_file(arrays, tmp, metadata=metadata)
@@ -43,6 +67,12 @@ def save_weights(
 
 def read_weights(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(model name, knobs, variables) from a weights file written by `save_weights`."""
+    w = load_weights(path)
+    return w.model, w.knobs, w.variables
+
+
+def load_weights(path: str) -> WeightsFile:
+    """Everything in a weights file written by `save_weights`, its checksum verified."""
     from safetensors import safe_open
     from safetensors.numpy import load_file
 
@@ -68,8 +98,29 @@ def read_weights(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
             f"inception_jax.import_weights --input={path} --format=timm --model=NAME "
             "--out=weights.safetensors"
         )
-    variables = traverse_util.unflatten_dict(arrays, sep="/")
-    return metadata["model"], json.loads(metadata["knobs"]), variables
+    _verify(path, metadata.get("checksum"), arrays)
+    names = metadata.get("class_names")
+    return WeightsFile(
+        model=metadata["model"],
+        knobs=json.loads(metadata["knobs"]),
+        variables=traverse_util.unflatten_dict(arrays, sep="/"),
+        image_size=int(metadata["image_size"]) if metadata.get("image_size") else None,
+        class_names=tuple(json.loads(names)) if names else None,
+    )
+
+
+def _verify(path: str, recorded: str | None, arrays: dict[str, np.ndarray]) -> None:
+    """WeightImportError if the tensors' CRC32C is not the one recorded; a note if none is."""
+    if recorded is None:
+        log.info("%s carries no checksum (written before weights files had one): read "
+                 "unverified.", path)
+        return
+    found = f"{ALGORITHM}:{arrays_crc32c(arrays)}"
+    if found != recorded:
+        raise WeightImportError(
+            f"{path} is damaged: its tensors' checksum is {found}, the file records "
+            f"{recorded}. Copy or download it again, or re-export it."
+        )
 
 
 def check_fits(model: InceptionNet, variables: dict[str, Any], image_size: int, path: str) -> None:

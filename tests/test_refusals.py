@@ -30,6 +30,7 @@ from ml_collections import config_flags
 from configs import inception_v4 as v4_config
 from inception_jax import (
     cli,
+    export,
     import_weights,
     loss_check,
     optim,
@@ -43,7 +44,13 @@ from inception_jax import (
 from inception_jax.checkpoint import Checkpointer, read_checkpoint
 from inception_jax.data import crops, pipeline
 from inception_jax.errors import UserError
-from inception_jax.evaluation import Member, class_offsets, evaluate
+from inception_jax.evaluation import (
+    Member,
+    class_offsets,
+    evaluate,
+    member_from,
+    member_from_weights,
+)
 from inception_jax.finetune import merge_pretrained
 from inception_jax.interop import keras, slim
 from inception_jax.models import create
@@ -125,6 +132,24 @@ def none_readable(ctx):
 def other_run(ctx):
     directory = checkpoints(ctx, {"model": "inception_v3"})
     resume(directory, {"model": "inception_v4"})
+
+
+def flipped_newest(ctx):
+    directory = checkpoints(ctx)
+    path = max((p for p in (directory / "4" / "state").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    resume(directory)
+
+
+def flipped_weights(ctx):
+    path = ctx.tmp / "flipped.safetensors"
+    data = bytearray(Path(ctx.weights).read_bytes())
+    data[-100] ^= 0xFF  # inside the last tensor's bytes
+    path.write_bytes(bytes(data))
+    read_weights(str(path))
 
 
 def unreadable_for_evaluation(ctx):
@@ -324,11 +349,27 @@ ROWS = [
         r" holds a checkpoint \(step 4\) of a different run \(model: saved 'inception_v3', "
         r"now 'inception_v4'\)\. Use another --workdir"),
     Row("Newest checkpoint damaged, an older one good", TRAIN, damaged_newest,
-        r"^Checkpoint .*/4 is damaged \(OUT_OF_RANGE: .*\); moved it to .*/4\.damaged and "
-        r"resuming from step 2\.$", warning=True),
+        r"^Checkpoint .*/4 is damaged \(state/\S+ has \d+ bytes, \d+ expected\); moved it to "
+        r".*/4\.damaged and resuming from step 2\.$", warning=True),
+    Row("Newest checkpoint's bytes changed (its checksums differ)", TRAIN, flipped_newest,
+        r"^Checkpoint .*/4 is damaged \(state/\S+: crc32c [0-9a-f]{8} found, [0-9a-f]{8} "
+        r"expected\); moved it to .*/4\.damaged and resuming from step 2\.$", warning=True),
     Row("No checkpoint readable", TRAIN, none_readable,
-        r"^No checkpoint in .* can be read \(step 4: OUT_OF_RANGE: .*; step 2: OUT_OF_RANGE: .*\)"
-        r"\. Nothing was changed: "),
+        r"^No checkpoint in .* can be read \(step 4: state/\S+ has \d+ bytes, \d+ expected; "
+        r"step 2: state/\S+ has \d+ bytes, \d+ expected\)\. Nothing was changed: "),
+    Row("Parameter group to freeze that names nothing", CONFIG,
+        lambda ctx: trainer.create_setup(tiny_config(
+            ctx.data_dir, **{"train.freeze": ("re:^nothing/",)})),
+        r"^train\.freeze entry 're:\^nothing/' matches no parameter of inception_resnet_v1 "
+        r"\(groups: stem, reduction_a, "),
+    Row("Parameter group to freeze that does not exist", CONFIG,
+        lambda ctx: trainer.create_setup(tiny_config(ctx.data_dir, **{"train.freeze": ("body",)})),
+        r"^train\.freeze entry 'body' is not a group of inception_resnet_v1: use one of stem, "),
+    Row("Freezing every parameter", CONFIG,
+        lambda ctx: trainer.create_setup(tiny_config(
+            ctx.data_dir, **{"train.freeze": ("stem", "reduction_a", "reduction_b", "head")})),
+        r"^train\.freeze=\('stem', 'reduction_a', 'reduction_b', 'head'\) freezes every "
+        r"parameter of inception_resnet_v1: nothing would train"),
     Row("Workdir that cannot be written", TRAIN,
         lambda ctx: Checkpointer(str(a_file(ctx) / "work" / "checkpoints"), 3, {}),
         r"^Cannot write to the checkpoint directory .*a_file/work/checkpoints \(Not a "
@@ -343,8 +384,22 @@ ROWS = [
         lambda ctx: ((ctx.tmp / "checkpoints").mkdir(), read_checkpoint(str(ctx.tmp))),
         r"holds no complete checkpoint: train first"),
     Row("Damaged checkpoint", EVAL, unreadable_for_evaluation,
-        r"^The checkpoint at step 4 in .* could not be read \(OUT_OF_RANGE: .*\)\. It may be "
-        r"incomplete or damaged"),
+        r"^The checkpoint at step 4 in .* could not be read \(state/\S+ has \d+ bytes, \d+ "
+        r"expected\)\. It may be incomplete or damaged"),
+    Row("Weights file whose tensors changed (its checksum differs)", EVAL, flipped_weights,
+        r"flipped\.safetensors is damaged: its tensors' checksum is crc32c:[0-9a-f]{8}, the file "
+        r"records crc32c:[0-9a-f]{8}\. Copy or download it again"),
+    Row("Neither or both of --weights and --checkpoint", "predict, export",
+        lambda ctx: member_from(None, None),
+        r"^Name the network: --weights=FILE \(a weights file\) or --checkpoint=WORKDIR"),
+    Row("Unknown export format", "export", lambda ctx: export.check_format("onnx", ["cpu"]),
+        r"^--format='onnx' is not one of weights, stablehlo, saved_model"),
+    Row("Unknown export platform", "export",
+        lambda ctx: export.check_format("stablehlo", ["cpu", "rocm"]),
+        r"^--platforms='cpu,rocm': name one or more of cpu, cuda, tpu"),
+    Row("Export of a workdir with no checkpoint", "export",
+        lambda ctx: member_from(None, str(ctx.tmp / "none")),
+        r"^No checkpoint directory at .*none: pass the --workdir of a training run"),
     Row("Nothing to evaluate", EVAL, lambda ctx: evaluate([], data(ctx)),
         r"^Nothing to evaluate: pass at least one --checkpoint or --weights"),
     Row("Model and dataset class counts differ", EVAL,
@@ -403,11 +458,11 @@ ROWS = [
         r"^Keras import supports inception_v3, inception_resnet_v2; got 'inception_v4'"),
     Row("Image path missing", "predict",
         lambda ctx: predict.predict(
-            str(ctx.weights), [str(ctx.tmp / "none.jpg")], image_size=75),
+            member_from_weights(str(ctx.weights)), [str(ctx.tmp / "none.jpg")], image_size=75),
         r"^No image at .*none\.jpg: check the path"),
     Row("File that is not an image", "predict",
         lambda ctx: predict.predict(
-            str(ctx.weights), [str(a_file(ctx))], image_size=75),
+            member_from_weights(str(ctx.weights)), [str(a_file(ctx))], image_size=75),
         r"a_file is not a JPEG, PNG, GIF or BMP image"),
     Row("No inputs named", "predict, plot", lambda ctx: cli.positional(["predict"], "USAGE"),
         r"^Name at least one input: USAGE"),

@@ -78,11 +78,11 @@ DAMAGES = {
     "missing identity": lambda d: shutil.rmtree(d / "4" / "meta"),
     "empty step directory": lambda d: (shutil.rmtree(d / "4"), (d / "4").mkdir()),
 }
-REASONS = {  # what the warning says is wrong, per damage
-    "truncated data file": r"Requested byte range .* is not valid for value of size",
-    "missing data file": r"NOT_FOUND|Truncated|does not exist",
-    "missing state item": r'Item "state" was not found',
-    "missing identity": r'Item "meta" was not found',
+REASONS = {  # what the warning says is wrong, per damage (the checksum manifest's word)
+    "truncated data file": r"state/\S+ has \d+ bytes, \d+ expected",
+    "missing data file": r"state/\S+ is missing \(listed in checksums\.json\)",
+    "missing state item": r"state/\S+ is missing \(listed in checksums\.json\)",
+    "missing identity": r"meta/\S+ is missing \(listed in checksums\.json\)",
     "empty step directory": r'Item "meta" was not found',
 }
 
@@ -297,24 +297,28 @@ def assert_same_as(reference, workdir):
 
 
 @pytest.mark.slow
-def test_rerun_after_damaging_the_newest_checkpoint_resumes_from_the_previous(
+def test_rerun_after_a_flipped_byte_in_the_newest_checkpoint_resumes_from_the_previous(
         reference, data_dir, tmp_path):
+    """One byte flipped in the middle of the newest checkpoint's largest data file: orbax alone
+    restores it without a word; the manifest's checksum catches it."""
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
     assert kill_points.checkpoint_steps(workdir) == [4, 8, 12]
     newest = workdir / "checkpoints" / str(STEPS)
-    damaged = largest_file(newest)
-    size = truncate_half(damaged)
+    damaged = largest_file(newest / "state")
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
     output = kill_points.run(data_dir, workdir, STEPS)
     lines = [line for line in output.splitlines() if "damaged" in line]
     assert len(lines) == 1, output[-3000:]
-    path = re.escape(str(newest))
-    assert re.search(rf"Checkpoint {path} is damaged \(OUT_OF_RANGE: .*not valid for value of "
-                     rf"size {size}\); moved it to {path}\.damaged and resuming from step 8\.$",
-                     lines[0]), lines[0]
+    path, name = re.escape(str(newest)), re.escape(str(damaged.relative_to(newest)))
+    assert re.search(rf"Checkpoint {path} is damaged \({name}: crc32c [0-9a-f]{{8}} found, "
+                     rf"[0-9a-f]{{8}} expected\); moved it to {path}\.damaged and resuming from "
+                     rf"step 8\.$", lines[0]), lines[0]
     assert "Traceback" not in output and "Event loop is closed" not in output
     kept = workdir / "checkpoints" / f"{STEPS}.damaged" / damaged.relative_to(newest)
-    assert kept.stat().st_size == size
+    assert kept.read_bytes() == bytes(data)
     assert_same_as(reference, workdir)
 
 

@@ -1,9 +1,13 @@
-"""ImageNet-2012 class names: synset ids from TFDS's imagenet2012 label file (shipped inside
-`tensorflow_datasets`), readable names from WordNet (shipped with this package)."""
+"""Class names: ImageNet-2012's (synset ids from TFDS's imagenet2012 label file, shipped inside
+`tensorflow_datasets`, readable names from WordNet, shipped with this package), a dataset's, and
+the `class_names.json` a training run writes beside its checkpoints."""
 
 from __future__ import annotations
 
 import functools
+import json
+import os
+from collections.abc import Sequence
 from importlib import resources
 
 
@@ -19,3 +23,32 @@ def imagenet_class_names() -> list[str]:
             wnid, _, lemmas = line.partition("\t")
             names[wnid] = lemmas
     return [names.get(w, w) for w in wnids]
+
+
+RUN_CLASS_NAMES = "class_names.json"
+
+
+def dataset_class_names(dataset: str, label_names: Sequence[str]) -> tuple[str, ...]:
+    """Readable class names in label order: ImageNet's synset ids become WordNet names."""
+    if dataset == "imagenet2012" and len(label_names) == 1000:
+        return tuple(imagenet_class_names())
+    return tuple(str(n) for n in label_names)
+
+
+def save_run_class_names(workdir: str, names: Sequence[str]) -> None:
+    """Writes a training run's class names beside its checkpoints (export and predict read
+    them)."""
+    path = os.path.join(workdir, RUN_CLASS_NAMES)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(list(names), f, indent=0)
+    os.replace(tmp, path)
+
+
+def run_class_names(workdir: str) -> tuple[str, ...] | None:
+    """The class names a training run wrote, or None (a run from before they were written)."""
+    path = os.path.join(workdir, RUN_CLASS_NAMES)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return tuple(json.load(f))

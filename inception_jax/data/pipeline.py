@@ -37,6 +37,7 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from inception_jax.data.bad_images import BadImageError, BadImages, HostBatches, attempt
+from inception_jax.data.class_names import dataset_class_names
 from inception_jax.data.crop_schemes import check_scheme
 from inception_jax.data.preprocess import (
     COLOR_MODES,
@@ -63,6 +64,7 @@ class DatasetInfo:
     num_eval_examples: int
     num_classes: int
     image_size: int
+    class_names: tuple[str, ...] = ()  # in label order; empty where the data has none
 
 
 def _imagenet_instructions(data_dir: str) -> str:
@@ -133,11 +135,13 @@ def dataset_info(data_cfg: ml_collections.ConfigDict) -> DatasetInfo:
             raise UserError(
                 f"{data_cfg.name} has no split {split!r}; it has {sorted(builder.info.splits)}."
             )
+    label = builder.info.features["label"]
     return DatasetInfo(
         num_train_examples=_num_examples(builder, data_cfg.train_split),
         num_eval_examples=_num_examples(builder, data_cfg.eval_split),
-        num_classes=int(builder.info.features["label"].num_classes),
+        num_classes=int(label.num_classes),
         image_size=data_cfg.image_size,
+        class_names=dataset_class_names(data_cfg.name, label.names),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from typing import Any
 
 from inception_jax.errors import UserError
 from inception_jax.models.network import InceptionNet
@@ -34,6 +35,16 @@ def model_class(name: str) -> type[InceptionNet]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+# Fields set by the code for one run, not knobs a weights file or config records.
+RUN_FIELDS = ("parent", "name", "platform", "inference_units")
+
+
+def knobs_of(model: InceptionNet) -> dict[str, Any]:
+    """The constructor knobs that recreate `model` with `create` (lists for tuples)."""
+    return {f.name: list(v) if isinstance(v := getattr(model, f.name), tuple) else v
+            for f in dataclasses.fields(model) if f.name not in RUN_FIELDS}
+
+
 def create(name: str, **overrides) -> InceptionNet:
     """Returns the network `name` with constructor fields replaced by `overrides`."""
     cls = model_class(name)
@@ -46,4 +57,4 @@ def create(name: str, **overrides) -> InceptionNet:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
 
 
-__all__ = ["InceptionNet", "available_models", "create", "model_class"]
+__all__ = ["InceptionNet", "available_models", "create", "knobs_of", "model_class"]

@@ -49,6 +49,7 @@ class InceptionV4(InceptionNet):
     blocks: tuple[int, int, int] = (4, 7, 3)
 
     aux_after = "inception_b"
+    stem_units = ("stem", "mixed_3a", "mixed_4a", "mixed_5a")  # the paper's Fig. 3
 
     def validate(self) -> None:
         check_blocks(type(self).__name__, self.blocks)

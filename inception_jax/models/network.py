@@ -7,6 +7,7 @@ after one unit. Subclasses only describe their units; the forward pass lives her
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -41,11 +42,17 @@ class InceptionNet(nn.Module, LayerKnobs):
     num_classes: int = 1000
     dropout_rate: float = 0.2
     aux_head: bool = False
+    # Units (and "aux") that run in inference mode even when training: their BatchNorm uses
+    # and keeps its running statistics. Not a config knob: the trainer sets it from
+    # `train.freeze` (whole units frozen).
+    inference_units: tuple[str, ...] = ()
     # The layer knobs (width, dtype, BatchNorm, remat, scan_unroll, conv_impl, bn_group_size,
     # platform) are fields too, defined once in `LayerKnobs`.
 
     # Name of the unit after which the auxiliary head is attached (set by subclasses).
     aux_after: ClassVar[str | None] = None
+    # The units `train.freeze`'s "stem" names: those before the first Inception block.
+    stem_units: ClassVar[tuple[str, ...]] = ("stem",)
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -123,14 +130,17 @@ class InceptionNet(nn.Module, LayerKnobs):
     def __call__(self, x: jnp.ndarray, train: bool = False):
         self.check_input(x)
         opts = Options.of(self, train)
+        inference = dataclasses.replace(opts, train=False)
         x = x.astype(opts.compute_dtype)
         aux = None
         for unit in self.units():
-            x = apply_block(x, unit.block, opts, unit.name, unit.repeat)
+            unit_opts = inference if unit.name in self.inference_units else opts
+            x = apply_block(x, unit.block, unit_opts, unit.name, unit.repeat)
             self.sow("intermediates", f"{unit.name}_out", x)
             # The aux head's parameters exist whenever it is on; it runs only when training.
             if self.aux_head and unit.name == self.aux_after and (train or self.is_initializing()):
-                aux = AuxHead(self.num_classes, opts, name="aux")(x).astype(jnp.float32)
+                aux_opts = inference if "aux" in self.inference_units else opts
+                aux = AuxHead(self.num_classes, aux_opts, name="aux")(x).astype(jnp.float32)
         x = jnp.mean(x, axis=(1, 2))
         self.sow("intermediates", "pooled_out", x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
