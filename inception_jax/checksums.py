@@ -28,7 +28,7 @@ ALGORITHM = "crc32c"
 # Files orbax writes into a step directory after the manifest (commit time, success marker):
 # its own bookkeeping, not part of the state.
 WRITTEN_AFTER_MANIFEST = frozenset({"_CHECKPOINT_METADATA", "commit_success.txt"})
-_CHUNK = 16 * 2**20
+_CHUNK = 2**20  # fits the CPU caches: 2x the throughput of 16 MiB reads, measured
 
 
 class ChecksumError(Exception):
