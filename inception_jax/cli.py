@@ -27,7 +27,7 @@ CACHE_DIR = os.path.expanduser("~/.cache/inception_jax/jax_cache")
 class _QuietLibraries(pylogging.Filter):
     """Drops the INFO chatter of orbax, TFDS and JAX; keeps warnings and our own logs."""
 
-    NOISY = ("orbax", "tensorflow_datasets", "jax/_src", "etils")
+    NOISY = ("orbax", "tensorflow_datasets", "tensorflow/python", "jax/_src", "etils")
 
     def filter(self, record: pylogging.LogRecord) -> bool:
         return record.levelno >= pylogging.WARNING or not any(
