@@ -1,4 +1,5 @@
-"""Test utilities: random model variables (no jitted init) and a tiny training config."""
+"""Test utilities: random model variables (no jitted init), a tiny training config, a small
+checkpointable state."""
 
 import importlib
 import os
@@ -109,3 +110,15 @@ def run_env(devices=1):
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["PYTHONPATH"] = str(ROOT)
     return env
+
+
+def small_state(shift: float, rows: int = 30) -> dict:
+    """A small train-state-like tree whose every value tells which `shift` (step) made it."""
+    return {"w": jnp.arange(rows * 100, dtype=jnp.float32).reshape(rows, 100) + shift,
+            "b": {"c": jnp.full((7,), shift)}, "step": jnp.int32(shift)}
+
+
+def restore_target(state):
+    """The restore target of `state`: each array's shape, dtype and sharding."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        state)

@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -23,18 +22,13 @@ from inception_jax import checksums
 from inception_jax.checkpoint import MANIFEST_KEY, Checkpointer, CheckpointError, read_checkpoint
 from inception_jax.interop.common import WeightImportError
 from inception_jax.weights import read_weights, save_weights
+from tests import helpers
 
 META = {"model": "tiny"}
 
 
 def small_state(shift: float) -> dict:
-    return {"w": jnp.arange(30000, dtype=jnp.float32).reshape(300, 100) + shift,
-            "b": {"c": jnp.full((7,), shift)}, "step": jnp.int32(shift)}
-
-
-def target_of(state):
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                        state)
+    return helpers.small_state(shift, rows=300)  # a data file of ~100 KB to damage
 
 
 def saved(directory: Path, steps) -> None:
@@ -47,7 +41,7 @@ def saved(directory: Path, steps) -> None:
 def resume(directory: Path):
     c = Checkpointer(str(directory), 3, META)
     c.check_compatible()
-    return c.restore(target_of(small_state(0))), c
+    return c.restore(helpers.restore_target(small_state(0))), c
 
 
 def tree_listing(directory: Path) -> dict:

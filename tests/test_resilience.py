@@ -22,24 +22,13 @@ from inception_jax.checkpoint import Checkpointer, CheckpointError
 from inception_jax.data.bad_images import SKIPPED_LIST
 from inception_jax.preemption import Preemption
 from tests.damaged_folder import make_damaged_folder
-from tests.helpers import flags, run_env
+from tests.helpers import flags, restore_target, run_env, small_state
 from tools import kill_points
 
 STEPS = 12  # checkpoints at 4, 8, 12; evaluations at 6, 12 (kill_points.SETTINGS)
 
 
 # ---- the Checkpointer on a small state (fast) ------------------------------------------------
-
-def small_state(shift: float) -> dict:
-    return {"w": jnp.arange(3000, dtype=jnp.float32).reshape(30, 100) + shift,
-            "b": {"c": jnp.full((7,), shift)}, "step": jnp.int32(shift)}
-
-
-def target_of(state):
-    """The restore target of `state`: each array's shape, dtype and sharding."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                        state)
-
 
 def saved(directory, steps=(2, 4), meta=None) -> None:
     c = Checkpointer(str(directory), 3, meta or {"model": "tiny"})
@@ -68,7 +57,7 @@ def resume(directory, meta=None):
     c = Checkpointer(str(directory), 3, meta or {"model": "tiny"})
     c.check_compatible()
     assert c.latest_step() is not None
-    return c.restore(target_of(small_state(0))), c
+    return c.restore(restore_target(small_state(0))), c
 
 
 DAMAGES = {
@@ -179,7 +168,7 @@ def test_saving_replicated_arrays_on_8_cpu_devices_compiles_nothing(tmp_path):
         jax.monitoring.unregister_event_duration_listener(listener)
     assert compiled == []
     c = Checkpointer(str(tmp_path), 3, {"model": "tiny"})
-    restored = c.restore(target_of(state))
+    restored = c.restore(restore_target(state))
     c.close()
     assert all(bool(jnp.all(restored[k] == state[k])) for k in state)
 
