@@ -55,6 +55,7 @@ def describe_error(error: BaseException, limit: int = 400) -> str:
     value of size 134493": a truncated file).
     """
     inner, seen = error, {id(error)}
+
     def cause(e: BaseException) -> BaseException | None:
         return e.__cause__ or (None if e.__suppress_context__ else e.__context__)
 
@@ -207,7 +208,7 @@ class _Verification:
         """Waits for the verification; raises what it raised."""
         self.thread.join()
         if self.error is not None:
-            raise self.error
+            raise self.error from None  # raised where a read failed: not caused by that failure
 
 
 class Checkpointer:
@@ -228,7 +229,6 @@ class Checkpointer:
         self.damaged: dict[int, str] = {}  # step -> what is wrong with it
         _save_cpu_arrays_from_one_replica()
         _quiet_failed_read_echoes()  # before any read: `check_compatible` and `restore` read
-        self.verified: set[int] = set()  # steps whose checksums matched
         self._saving: int | None = None  # the step of the save in flight
         self.manager = _Manager(
             self.directory,
@@ -331,13 +331,17 @@ class Checkpointer:
         Raises ChecksumError or orbax's error."""
         directory = self.step_dir(step)
         check = _Verification(directory) if checksums.has_manifest(directory) else None
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            meta=ocp.args.JsonRestore(),
-        ))
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                meta=ocp.args.JsonRestore(),
+            ))
+        except Exception:
+            if check is not None:  # the manifest's word on what is wrong names the file
+                check.result()
+            raise
         if check is not None:
             check.result()
-            self.verified.add(step)
         elif restored["meta"].get(MANIFEST_KEY):
             raise checksums.ChecksumError(f"{restored['meta'][MANIFEST_KEY]} is missing")
         else:
