@@ -138,6 +138,9 @@ def test_evaluation_of_a_checkpoint_equals_the_trainers_own_eval(trained):
     trainer_top1 = [r for r in records if "eval_top1" in r][-1]["eval_top1"]
     config = tiny_config(data_dir)
     member = member_from_checkpoint(str(workdir))
+    # The run kept its data's class names beside its checkpoints (predict and export show them).
+    from inception_jax.data.shapes_dataset import CLASSES
+    assert member.class_names == CLASSES and member.image_size == config.data.image_size
     result = evaluate([member], config.data, "center", 16, progress=False)
     assert result["count"] == 32
     assert result["top1"] == pytest.approx(trainer_top1, abs=1e-6)
