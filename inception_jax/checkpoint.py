@@ -409,15 +409,20 @@ class Checkpointer:
         self.manager.close()
 
 
+def checkpoints_dir(path: str) -> str:
+    """The checkpoints folder of `path`: a training workdir or that folder itself."""
+    path = os.path.abspath(path)
+    nested = os.path.join(path, "checkpoints")
+    return nested if os.path.isdir(nested) else path
+
+
 def read_checkpoint(directory: str, step: int | None = None) -> tuple[dict[str, Any], Any]:
     """(run identity, state as nested dicts of numpy arrays) of a checkpoint, for evaluation.
 
     `directory` is a training workdir or its `checkpoints/` folder; `step` defaults to the
     newest. Needs no config: the identity saved beside the state names the model.
     """
-    directory = os.path.abspath(directory)
-    if os.path.isdir(os.path.join(directory, "checkpoints")):
-        directory = os.path.join(directory, "checkpoints")
+    directory = checkpoints_dir(directory)
     if not os.path.isdir(directory):
         raise CheckpointError(
             f"No checkpoint directory at {directory}: pass the --workdir of a training run."

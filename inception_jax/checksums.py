@@ -22,6 +22,8 @@ from collections.abc import Iterable
 import google_crc32c
 import numpy as np
 
+from inception_jax.atomic import write_atomically
+
 MANIFEST = "checksums.json"
 MANIFEST_FORMAT = "inception_jax.checksums/1"
 ALGORITHM = "crc32c"
@@ -74,13 +76,14 @@ def write_manifest(directory: str) -> None:
         "files": {f: {"size": os.path.getsize(os.path.join(directory, f)), ALGORITHM: sums[f]}
                   for f in files},
     }
-    path = os.path.join(directory, MANIFEST)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+
+    write_atomically(os.path.join(directory, MANIFEST), write)
 
 
 def has_manifest(directory: str) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from inception_jax import sharding
-from inception_jax.checkpoint import read_checkpoint
+from inception_jax.checkpoint import checkpoints_dir, read_checkpoint
 from inception_jax.data.class_names import run_class_names
 from inception_jax.data.crop_schemes import check_scheme
 from inception_jax.data.device import global_batch
@@ -60,8 +60,7 @@ def member_from_checkpoint(workdir: str, use_ema: bool = True, step: int | None 
     }
     model = create(name, **knobs)
     check_fits(model, variables, meta["image_size"], workdir)
-    run_dir = workdir if os.path.isdir(os.path.join(workdir, "checkpoints")) else (
-        os.path.dirname(os.path.abspath(workdir)))
+    run_dir = os.path.dirname(checkpoints_dir(workdir))
     return Member(workdir, name, model, jax.tree.map(np.asarray, dict(variables)),
                   image_size=meta["image_size"], class_names=run_class_names(run_dir))
 

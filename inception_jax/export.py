@@ -25,15 +25,16 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import functools
 import json
 import logging
-import shutil
 import time
 from typing import Any
 
 from absl import flags
 
 from inception_jax import cli
+from inception_jax.atomic import write_atomically
 from inception_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -63,16 +64,9 @@ def serving_model(member: Any, platforms: list[str]) -> Any:
 
 
 def logits_function(member: Any, platforms: list[str]) -> Any:
-    """images [B, S, S, 3] float32 in [-1, 1] → logits [B, C], the weights closed over."""
-    import jax.numpy as jnp
-
+    """(variables, images [B, S, S, 3] float32 in [-1, 1]) → logits [B, C]."""
     model = serving_model(member, platforms)
-    variables = member.variables
-
-    def logits(images):
-        return model.apply(variables, images.astype(jnp.float32), train=False)
-
-    return logits
+    return lambda variables, images: model.apply(variables, images, train=False)
 
 
 def export_stablehlo(member: Any, image_size: int, out: str, platforms: list[str]) -> None:
@@ -81,10 +75,15 @@ def export_stablehlo(member: Any, image_size: int, out: str, platforms: list[str
 
     (batch,) = jax.export.symbolic_shape("batch")
     spec = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jax.numpy.float32)
-    exported = jax.export.export(
-        jax.jit(logits_function(member, platforms)), platforms=tuple(platforms)
-    )(spec)
-    _atomic_write_bytes(out, exported.serialize())
+    logits = functools.partial(logits_function(member, platforms), member.variables)
+    exported = jax.export.export(jax.jit(logits), platforms=tuple(platforms))(spec)
+    data = exported.serialize()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    write_atomically(out, write)
 
 
 def export_saved_model(member: Any, image_size: int, out: str, platforms: list[str]) -> None:
@@ -95,9 +94,8 @@ def export_saved_model(member: Any, image_size: int, out: str, platforms: list[s
 
     from inception_jax.data.preprocess import eval_preprocess
 
-    model = serving_model(member, platforms)
     tf_logits = jax2tf.convert(
-        lambda variables, images: model.apply(variables, images, train=False),
+        logits_function(member, platforms),
         polymorphic_shapes=[None, f"(b, {image_size}, {image_size}, 3)"],
         native_serialization_platforms=tuple(platforms),
         with_gradient=False,
@@ -118,23 +116,14 @@ def export_saved_model(member: Any, image_size: int, out: str, platforms: list[s
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
     module.serve = serve
-    tmp = f"{out}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
-    with open(os.path.join(tmp, "inception_jax.json"), "w") as f:
-        json.dump({"model": member.model_name, "image_size": image_size,
-                   "class_names": list(member.class_names or ())}, f, indent=1)
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
 
+    def write(tmp: str) -> None:
+        tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
+        with open(os.path.join(tmp, "inception_jax.json"), "w") as f:
+            json.dump({"model": member.model_name, "image_size": image_size,
+                       "class_names": list(member.class_names or ())}, f, indent=1)
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_atomically(out, write)
 
 
 def export(source: Any, fmt: str, out: str, platforms: list[str],

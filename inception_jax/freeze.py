@@ -42,18 +42,18 @@ class Frozen:
 
     def param_labels(self, params: Any) -> Any:
         """"frozen" or "trained" per parameter leaf (for `optax.multi_transform`)."""
-        return _map_paths(lambda p: "frozen" if p in self.params else "trained", params)
+        return _map_paths(lambda p, _: "frozen" if p in self.params else "trained", params)
 
     def stop_gradients(self, params: Any) -> Any:
         """`params` with the frozen leaves behind `stop_gradient` (no gradient computed)."""
         return _map_paths(
-            lambda p, x: jax.lax.stop_gradient(x) if p in self.params else x, params, params)
+            lambda p, x: jax.lax.stop_gradient(x) if p in self.params else x, params)
 
     def keep(self, collection: str, old: Any, new: Any) -> Any:
         """`new` values of a collection ("params" or "batch_stats"), the old ones where frozen
         (a moving average of a constant drifts by rounding; a frozen one stays exact)."""
         frozen = self.params if collection == "params" else self.batch_stats
-        return _map_paths(lambda p, o, n: o if p in frozen else n, old, old, new)
+        return _map_paths(lambda p, o, n: o if p in frozen else n, old, new)
 
     def keep_variables(self, old: Any, new: Any) -> Any:
         """`keep` over {"params", "batch_stats"}."""
@@ -67,10 +67,8 @@ def _join(path: Sequence[Any]) -> str:
     return "/".join(str(getattr(k, "key", k)) for k in path)
 
 
-def _map_paths(fn, tree: Any, *trees: Any) -> Any:
-    """`fn(path, *leaves)` over a tree (paths `/`-joined); with no extra trees, `fn(path)`."""
-    if not trees:
-        return jax.tree_util.tree_map_with_path(lambda p, _: fn(_join(p)), tree)
+def _map_paths(fn, *trees: Any) -> Any:
+    """`fn(path, *leaves)` over trees of one structure (paths `/`-joined)."""
     return jax.tree_util.tree_map_with_path(lambda p, *xs: fn(_join(p), *xs), *trees)
 
 

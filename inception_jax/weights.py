@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
+from inception_jax.atomic import write_atomically
 from inception_jax.checksums import ALGORITHM, arrays_crc32c
 from inception_jax.interop.common import WeightImportError, WeightsFileNotFoundError
 from inception_jax.models import InceptionNet, create
@@ -59,10 +60,7 @@ def save_weights(
         metadata["image_size"] = str(int(image_size))
     if class_names:
         metadata["class_names"] = json.dumps(list(class_names))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    save_file(arrays, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
 
 
 def read_weights(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:

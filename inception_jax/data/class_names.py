@@ -10,6 +10,8 @@ import os
 from collections.abc import Sequence
 from importlib import resources
 
+from inception_jax.atomic import write_atomically
+
 
 @functools.cache
 def imagenet_class_names() -> list[str]:
@@ -38,11 +40,11 @@ def dataset_class_names(dataset: str, label_names: Sequence[str]) -> tuple[str, 
 def save_run_class_names(workdir: str, names: Sequence[str]) -> None:
     """Writes a training run's class names beside its checkpoints (export and predict read
     them)."""
-    path = os.path.join(workdir, RUN_CLASS_NAMES)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(list(names), f, indent=0)
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(list(names), f, indent=0)
+
+    write_atomically(os.path.join(workdir, RUN_CLASS_NAMES), write)
 
 
 def run_class_names(workdir: str) -> tuple[str, ...] | None:
