@@ -62,6 +62,9 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     # A damaged or undecodable image: "error" stops naming the file; "skip" drops it and lists it
     # in WORKDIR/skipped_images.txt.
     c.data.on_bad_image = "error"
+    # The seed of the data order (shuffling, augmentation); None = `seed`. A population's
+    # members share one order: each member's config.json records it here.
+    c.data.shuffle_seed = ml_collections.FieldReference(None, field_type=int)
 
     c.train = ml_collections.ConfigDict()
     c.train.global_batch_size = 1024
@@ -125,6 +128,15 @@ def imagenet_config(model_name: str, **model_knobs) -> ml_collections.ConfigDict
     c.mesh.fsdp_axis = 1
     c.mesh.model_axis = c.mesh.get_ref("fsdp_axis")
     c.mesh.min_shard_mb = 4.0  # arrays smaller than this stay replicated (BN vectors, biases)
+    # A population's members are split over this many device groups (each a data x fsdp mesh).
+    c.mesh.population_axis = 1
+
+    # Population training (inception_jax/population.py): one member per entry, each a dict of
+    # population knobs (seed, model.residual_scales, model.dropout_rate, schedule.base_lr,
+    # schedule.warmup_epochs, optim.weight_decay, train.label_smoothing, train.aux_loss_weight,
+    # train.ema_decay) and an optional "name" (its folder). () = a single run.
+    c.population = ml_collections.ConfigDict()
+    c.population.members = ()
     return c
 
 

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from inception_jax import sharding
+from inception_jax import population, sharding
 from inception_jax.checkpoint import checkpoints_dir, read_checkpoint
 from inception_jax.data.class_names import run_class_names
 from inception_jax.data.crop_schemes import check_scheme
@@ -51,8 +51,10 @@ class Member:
 
 
 def member_from_checkpoint(workdir: str, use_ema: bool = True, step: int | None = None) -> Member:
-    """The newest (or `step`'s) checkpoint of a training workdir; EMA weights by default."""
-    meta, state = read_checkpoint(workdir, step)
+    """The newest (or `step`'s) checkpoint of a training workdir; EMA weights by default.
+
+    A population member's folder reads its member of the group's checkpoint."""
+    meta, state, run_dir = _run_checkpoint(workdir, step)
     knobs = dict(meta["model"])
     name = knobs.pop("name")
     variables = state["ema"] if use_ema else {
@@ -60,9 +62,29 @@ def member_from_checkpoint(workdir: str, use_ema: bool = True, step: int | None 
     }
     model = create(name, **knobs)
     check_fits(model, variables, meta["image_size"], workdir)
-    run_dir = os.path.dirname(checkpoints_dir(workdir))
     return Member(workdir, name, model, jax.tree.map(np.asarray, dict(variables)),
                   image_size=meta["image_size"], class_names=run_class_names(run_dir))
+
+
+def _run_checkpoint(workdir: str, step: int | None) -> tuple[dict[str, Any], Any, str]:
+    """(identity with the run's own model knobs, its state, its folder) of a run's checkpoint,
+    or of one member of a population's checkpoint."""
+    located = population.read_member_file(workdir)
+    if located is None:
+        meta, state = read_checkpoint(workdir, step)
+        members = meta.get("population", {}).get("members")
+        if members:
+            raise UserError(
+                f"{workdir} holds a population of {len(members)} members: pass one member's "
+                f"folder, e.g. {os.path.join(workdir, members[0]['name'])}."
+            )
+        return meta, state, os.path.dirname(checkpoints_dir(workdir))
+    group_dir, index = located
+    meta, state = read_checkpoint(group_dir, step)
+    entry = meta["population"]["members"][index]
+    meta["model"] = {**meta["model"], **{k.split(".", 1)[1]: v for k, v in entry.items()
+                                         if k.startswith("model.")}}
+    return meta, jax.tree.map(lambda a: a[index], state["members"]), workdir
 
 
 def member_from_weights(path: str) -> Member:
@@ -143,21 +165,26 @@ def hit_sums(scores: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str,
 
 def accumulate_hits(
     step: Any, variables: Any, batches: Any, batch_sharding: Any, on_batch: Any = None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Runs `step(variables, batch)` (hit sums) over `batches`; top-1, top-5 in [0, 1], count.
 
-    `on_batch(count)` is called after each batch with its number of real examples.
+    `on_batch(count)` is called after each batch with its number of real examples. A step
+    that returns one sum per population member gives one accuracy per member (numpy arrays).
     """
-    totals = {"top1": 0.0, "top5": 0.0, "count": 0.0}
+    totals: dict[str, Any] = {"top1": 0.0, "top5": 0.0, "count": 0.0}
     for batch in batches:
         out = jax.device_get(step(variables, global_batch(batch, batch_sharding)))
         for key in totals:
-            totals[key] += float(out[key])
+            totals[key] = totals[key] + np.asarray(out[key], np.float64)
         if on_batch is not None:
-            on_batch(int(out["count"]))
-    count = max(totals["count"], 1.0)
-    return {"top1": totals["top1"] / count, "top5": totals["top5"] / count,
-            "count": int(totals["count"])}
+            on_batch(int(np.max(out["count"])))
+    count = np.maximum(totals["count"], 1.0)
+    result = {"top1": totals["top1"] / count, "top5": totals["top5"] / count,
+              "count": totals["count"]}
+    if np.ndim(count) == 0:
+        return {"top1": float(result["top1"]), "top5": float(result["top5"]),
+                "count": int(result["count"])}
+    return result
 
 
 def evaluate(

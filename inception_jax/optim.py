@@ -25,6 +25,7 @@ import ml_collections
 import optax
 
 from inception_jax.errors import UserError
+from inception_jax.hparams import peak_learning_rate, warmup_steps
 
 OPTIMIZERS = ("rmsprop_tf1", "rmsprop_torch")
 WEIGHT_DECAY_MASKS = ("kernels", "kernels_and_biases", "all", "none")
@@ -44,19 +45,41 @@ def learning_rate_schedule(
     lr(step) = base_lr · B / reference_batch_size · decay_rate^⌊step / decay_steps⌋, times
     min(1, step / warmup_steps) during warm-up. Epochs become steps here, and only here.
     """
+    check_schedule(cfg)
+    return staircase_schedule(
+        peak_learning_rate(cfg, global_batch_size), cfg.decay_rate,
+        decay_steps(cfg, steps_per_epoch), warmup_steps(cfg, steps_per_epoch),
+    )
+
+
+def check_schedule(cfg: ml_collections.ConfigDict) -> None:
+    """UserError for a schedule section that no run can use."""
     _positive(cfg, "schedule", "base_lr", "reference_batch_size", "decay_rate", "decay_epochs")
     if cfg.warmup_epochs < 0:
         raise UserError(f"schedule.warmup_epochs must be >= 0, got {cfg.warmup_epochs!r}")
-    peak = cfg.base_lr * global_batch_size / cfg.reference_batch_size
-    decay_steps = max(1, round(cfg.decay_epochs * steps_per_epoch))
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    decay_rate = cfg.decay_rate
+
+
+def decay_steps(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    """Steps between two decays of the rate (at least 1)."""
+    return max(1, round(cfg.decay_epochs * steps_per_epoch))
+
+
+def staircase_schedule(
+    peak: float | jax.Array, decay_rate: float, decay_every: int, warmup: int | jax.Array,
+) -> optax.Schedule:
+    """peak · decay_rate^⌊step / decay_every⌋, ramped linearly over `warmup` steps (0: none).
+
+    `peak` and `warmup` may be arrays (a population member's values).
+    """
 
     def schedule(step):
         step = jnp.asarray(step)
-        lr = peak * jnp.power(decay_rate, (step // decay_steps).astype(jnp.float32))
-        if warmup_steps > 0:
-            lr = lr * jnp.minimum(1.0, step.astype(jnp.float32) / warmup_steps)
+        lr = peak * jnp.power(decay_rate, (step // decay_every).astype(jnp.float32))
+        if isinstance(warmup, jax.Array):
+            ramp = jnp.minimum(1.0, step.astype(jnp.float32) / jnp.maximum(warmup, 1))
+            lr = jnp.where(warmup > 0, lr * ramp, lr)
+        elif warmup > 0:
+            lr = lr * jnp.minimum(1.0, step.astype(jnp.float32) / warmup)
         return lr
 
     return schedule
@@ -84,9 +107,13 @@ def _weight_decay_mask(kind: str):
 
 
 def create_optimizer(
-    cfg: ml_collections.ConfigDict, schedule: optax.Schedule
+    cfg: ml_collections.ConfigDict, schedule: optax.Schedule,
+    weight_decay: float | jax.Array | None = None,
 ) -> optax.GradientTransformation:
-    """L2 gradient (weight_decay·w on the masked leaves) → global-norm clipping → RMSProp."""
+    """L2 gradient (weight_decay·w on the masked leaves) → global-norm clipping → RMSProp.
+
+    `weight_decay` replaces `cfg.weight_decay` (an array: a population member's value).
+    """
     if cfg.name not in OPTIMIZERS:
         raise UserError(f"optim.name must be one of {OPTIMIZERS}, got {cfg.name!r}")
     if cfg.weight_decay_mask not in WEIGHT_DECAY_MASKS:
@@ -95,11 +122,10 @@ def create_optimizer(
             f"got {cfg.weight_decay_mask!r}"
         )
     _positive(cfg, "optim", "decay", "eps")
+    decay = cfg.weight_decay if weight_decay is None else weight_decay
     parts = []
-    if cfg.weight_decay and cfg.weight_decay_mask != "none":
-        parts.append(
-            optax.add_decayed_weights(cfg.weight_decay, _weight_decay_mask(cfg.weight_decay_mask))
-        )
+    if (isinstance(decay, jax.Array) or decay) and cfg.weight_decay_mask != "none":
+        parts.append(optax.add_decayed_weights(decay, _weight_decay_mask(cfg.weight_decay_mask)))
     if cfg.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
     if cfg.name == "rmsprop_tf1":

@@ -22,24 +22,40 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from inception_jax.errors import UserError
 
 BATCH_AXES = ("data", "fsdp")
+POPULATION_AXIS = "population"
 MB = 2**20  # the unit of `config.mesh.min_shard_mb`
 
 
-def create_mesh(fsdp_axis: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
+def create_mesh(fsdp_axis: int = 1, devices: Sequence[Any] | None = None,
+                population_axis: int | None = None) -> Mesh:
     """A (data, fsdp) mesh over `devices` (default: every device of every process).
 
-    `fsdp_axis` devices share each sharded parameter; it must divide the device count.
+    `fsdp_axis` devices share each sharded parameter; it must divide the device count. A
+    population's mesh (`population_axis` set) has a leading `population` axis of that size:
+    the members are split over it, and each member's share of the devices is a (data, fsdp)
+    mesh of its own.
     """
     n = jax.device_count() if devices is None else len(devices)
-    if fsdp_axis < 1 or n % fsdp_axis:
+    groups = population_axis or 1
+    if groups < 1 or n % groups:
+        raise UserError(f"mesh.population_axis={groups} must be >= 1 and divide the {n} devices.")
+    if fsdp_axis < 1 or (n // groups) % fsdp_axis:
         raise UserError(
-            f"mesh.fsdp_axis={fsdp_axis} must be >= 1 and divide the {n} devices."
+            f"mesh.fsdp_axis={fsdp_axis} must be >= 1 and divide the {n // groups} devices"
+            + (f" of each of the mesh.population_axis={groups} groups." if groups > 1 else ".")
         )
+    shape, names = (n // groups // fsdp_axis, fsdp_axis), BATCH_AXES
+    if population_axis is not None:
+        shape, names = (groups, *shape), (POPULATION_AXIS, *names)
     # Auto axes: XLA propagates shardings from the jit's in/out shardings (newer JAX
     # defaults to Explicit, which asks every op to be annotated).
-    auto = (jax.sharding.AxisType.Auto,) * 2
-    return jax.make_mesh((n // fsdp_axis, fsdp_axis), BATCH_AXES, axis_types=auto,
-                         devices=devices)
+    auto = (jax.sharding.AxisType.Auto,) * len(shape)
+    return jax.make_mesh(shape, names, axis_types=auto, devices=devices)
+
+
+def batch_devices(mesh: Mesh) -> int:
+    """The devices one batch is split over (every device, but a population's groups)."""
+    return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -75,6 +91,22 @@ def state_shardings(mesh: Mesh, abstract_state: Any, min_size_bytes: int) -> Any
         shape = tuple(x.shape)
         nbytes = math.prod(shape) * np.dtype(x.dtype).itemsize
         return NamedSharding(mesh, _leaf_spec(shape, nbytes, fsdp_size, min_size_bytes))
+
+    return jax.tree.map(sharding, abstract_state)
+
+
+def population_shardings(mesh: Mesh, abstract_state: Any, min_size_bytes: int) -> Any:
+    """Shardings for a population's state: the leading member axis split over `population`,
+    each member's array as `state_shardings` splits it; scalars replicated."""
+    fsdp_size = mesh.shape["fsdp"]
+
+    def sharding(x: Any) -> NamedSharding:
+        if not x.shape:
+            return NamedSharding(mesh, PartitionSpec())
+        shape = tuple(x.shape[1:])
+        nbytes = math.prod(shape) * np.dtype(x.dtype).itemsize
+        inner = _leaf_spec(shape, nbytes, fsdp_size, min_size_bytes)
+        return NamedSharding(mesh, PartitionSpec(POPULATION_AXIS, *inner))
 
     return jax.tree.map(sharding, abstract_state)
 

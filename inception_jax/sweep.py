@@ -2,7 +2,13 @@
 
     python -m inception_jax.sweep --sweep=configs/sweeps/residual_scaling.py:cpu \\
         --workdir=sweeps/residual_scaling            # runs them one after another, then plots
+    python -m inception_jax.sweep --sweep=... --workdir=... --population  # as populations
     python -m inception_jax.sweep --sweep=... --workdir=... --print_commands   # for a launcher
+
+With `--population`, runs that differ only in population knobs (`hparams.POPULATION_KNOBS`:
+residual scales, learning rate, seed, ...) train together as one program
+(`inception_jax.population`): one process per group in `WORKDIR/<group>`, each run in
+`WORKDIR/<group>/<its settings>`. Groups are named by the other settings they differ in.
 
 A sweep file's `get_sweep(arg)` returns a dict with `config` (a config spec such as
 "configs/inception_resnet_v1.py:smoke"), `fixed` (overrides for every run, dotted keys) and
@@ -28,6 +34,8 @@ from absl import flags
 
 from inception_jax import cli
 from inception_jax.errors import UserError
+from inception_jax.hparams import POPULATION_KNOBS
+from inception_jax.run_names import setting_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,16 +65,6 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def _short(key: str, value: Any) -> str:
-    if key == "config":
-        return "config=" + os.path.splitext(os.path.basename(str(value).split(":")[0]))[0]
-    if isinstance(value, (list, tuple)):  # a workdir name without brackets or commas
-        text = str(value[0]) if len(set(value)) == 1 else "-".join(map(str, value))
-    else:
-        text = str(value)
-    return f"{key.split('.')[-1]}={text}"
-
-
 def expand(sweep: dict[str, Any]) -> list[Run]:
     """Every variant × every combination of the axes (the last axis varies fastest)."""
     axes = dict(sweep.get("axes", {}))
@@ -88,9 +86,55 @@ def expand(sweep: dict[str, Any]) -> list[Run]:
             if not config:
                 raise UserError("The sweep names no config: set `config` or a `config` axis.")
             parts = [variant_name] if variant_name else []
-            parts += [_short(k, v) for k, v in zip(axes, combo, strict=True)]
+            parts += [setting_name(k, v) for k, v in zip(axes, combo, strict=True)]
             runs.append(Run(",".join(parts), config, {**fixed, **variant, **settings}))
     return runs
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Runs that differ only in population knobs: one population, one process."""
+
+    name: str  # its workdir's name: the non-population settings that set it apart
+    config: str
+    overrides: dict[str, Any]  # shared by its runs
+    runs: tuple[Run, ...]
+
+    def members(self) -> tuple[dict[str, Any], ...]:
+        """`population.members`: each run's population knobs and its name."""
+        return tuple({"name": r.name, **{k: v for k, v in r.overrides.items()
+                                         if k in POPULATION_KNOBS}} for r in self.runs)
+
+
+def group(runs: list[Run]) -> list[Group]:
+    """The runs grouped into populations, in the order of their first run."""
+    keyed: dict[Any, list[Run]] = {}
+    for run in runs:
+        shared = {k: v for k, v in run.overrides.items() if k not in POPULATION_KNOBS}
+        keyed.setdefault((run.config, repr(sorted(shared.items()))), []).append(run)
+    shared_of = [{k: v for k, v in rs[0].overrides.items() if k not in POPULATION_KNOBS}
+                 for rs in keyed.values()]
+    configs = [rs[0].config for rs in keyed.values()]
+    keys = list(dict.fromkeys(k for s in shared_of for k in s))
+    differ = [k for k in keys if len({repr(s.get(k)) for s in shared_of}) > 1]
+    groups = []
+    for rs, shared, config in zip(keyed.values(), shared_of, configs, strict=True):
+        parts = [setting_name("config", config)] if len(set(configs)) > 1 else []
+        parts += [setting_name(k, shared[k]) for k in differ if k in shared]
+        groups.append(Group(",".join(parts) or ("population" if len(keyed) == 1 else "default"),
+                            config, shared, tuple(rs)))
+    return groups
+
+
+def group_command(g: Group, workdir: str) -> list[str]:
+    """The training command line of a population (one process for its runs)."""
+    args = command(Run(g.name, g.config, g.overrides), workdir)
+    return args + [f"--config.population.members={g.members()!r}"]
+
+
+def member_dirs(groups: list[Group], workdir: str) -> list[str]:
+    """Every run's folder when the sweep runs as populations."""
+    return [os.path.join(workdir, g.name, r.name) for g in groups for r in g.runs]
 
 
 def command(run: Run, workdir: str) -> list[str]:
@@ -107,26 +151,34 @@ def main(argv: list[str]) -> None:
     if not _SWEEP.value or not _WORKDIR.value:
         raise UserError("Pass --sweep=configs/sweeps/FILE.py[:arg] and --workdir=DIR.")
     runs = expand(load_sweep(_SWEEP.value))
+    if _POPULATION.value:
+        groups = group(runs)
+        jobs = [(g.name, group_command(g, _WORKDIR.value)) for g in groups]
+        run_dirs = member_dirs(groups, _WORKDIR.value)
+    else:
+        jobs = [(r.name, command(r, _WORKDIR.value)) for r in runs]
+        run_dirs = [os.path.join(_WORKDIR.value, r.name) for r in runs]
     if _PRINT.value:
-        for run in runs:
-            print(shlex.join(command(run, _WORKDIR.value)))
+        for _, args in jobs:
+            print(shlex.join(args))
         return
     os.makedirs(_WORKDIR.value, exist_ok=True)
     summary = []
-    for i, run in enumerate(runs):
-        print(f"[{i + 1}/{len(runs)}] {run.name}", flush=True)
+    for i, (name, args) in enumerate(jobs):
+        print(f"[{i + 1}/{len(jobs)}] {name}", flush=True)
         start = time.perf_counter()
-        code = subprocess.run(command(run, _WORKDIR.value)).returncode
+        code = subprocess.run(args).returncode
         seconds = time.perf_counter() - start
-        summary.append({"run": run.name, "exit_code": code, "seconds": round(seconds, 1)})
-        print(f"[{i + 1}/{len(runs)}] {run.name}: exit {code} after {seconds:.0f} s", flush=True)
+        summary.append({"run": name, "exit_code": code, "seconds": round(seconds, 1)})
+        print(f"[{i + 1}/{len(jobs)}] {name}: exit {code} after {seconds:.0f} s", flush=True)
     with open(os.path.join(_WORKDIR.value, "sweep.json"), "w") as f:
-        json.dump({"sweep": _SWEEP.value, "runs": summary}, f, indent=2)
+        json.dump({"sweep": _SWEEP.value, "population": _POPULATION.value, "runs": summary,
+                   "seconds": round(sum(s["seconds"] for s in summary), 1)}, f, indent=2)
     if _PLOT.value:
         from inception_jax.plot import plot_runs
 
         out = os.path.join(_WORKDIR.value, "sweep.png")
-        plot_runs([os.path.join(_WORKDIR.value, r.name) for r in runs], out)
+        plot_runs(run_dirs, out)
         print(f"plot: {out}")
     failed = [s["run"] for s in summary if s["exit_code"]]
     if failed:
@@ -138,4 +190,7 @@ if __name__ == "__main__":  # flags exist only when run as a command
     _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs' workdirs.")
     _PRINT = flags.DEFINE_bool("print_commands", False, "Print one command per run; run nothing.")
     _PLOT = flags.DEFINE_bool("plot", True, "Plot the runs into WORKDIR/sweep.png at the end.")
+    _POPULATION = flags.DEFINE_bool(
+        "population", False,
+        "Train runs that differ only in population knobs together, one program per group.")
     cli.run(main)

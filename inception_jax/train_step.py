@@ -12,6 +12,7 @@ import optax
 
 from inception_jax.evaluation import hit_sums
 from inception_jax.freeze import NOTHING, Frozen
+from inception_jax.hparams import HParams
 from inception_jax.losses import top_k_correct, training_loss
 from inception_jax.models import InceptionNet
 from inception_jax.optim import ema_init, ema_update, global_norm
@@ -67,7 +68,7 @@ def train_step(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     cfg: ml_collections.ConfigDict,
-    seed: int,
+    hp: HParams,
     batch_shards: int = 1,
     frozen: Frozen = NOTHING,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -78,9 +79,11 @@ def train_step(
     updated after each as A separate forward passes would, and the parameters, the moving
     average and the step (hence the learning rate) advance once. `batch_shards` is the number of
     devices the batch is split over (micro-batches keep each device's examples on it).
-    `frozen` (`train.freeze`) gets no gradient, and its BatchNorm statistics are kept.
+    `frozen` (`train.freeze`) gets no gradient, and its BatchNorm statistics are kept. `hp`
+    holds the run's seed, loss weights and moving-average decay (`model`, `tx` and `schedule`
+    are built with the rest of its values).
     """
-    dropout_rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    dropout_rng = jax.random.fold_in(jax.random.key(hp.seed), state.step)
 
     def loss_fn(params, batch_stats, micro, rng):
         out, updates = model.apply(
@@ -93,7 +96,7 @@ def train_step(
         )
         logits, aux = out if isinstance(out, tuple) else (out, None)
         loss = training_loss(
-            logits, aux, micro["label"], cfg.label_smoothing, cfg.aux_loss_weight
+            logits, aux, micro["label"], hp.label_smoothing, hp.aux_loss_weight
         )
         accuracy = jnp.mean(top_k_correct(logits, micro["label"], 1))
         return loss, (accuracy, updates["batch_stats"])
@@ -131,7 +134,7 @@ def train_step(
         state.ema,
         {"params": params, "batch_stats": batch_stats},
         state.step,
-        cfg.ema_decay,
+        hp.ema_decay,
         cfg.ema_warmup,
     )
     if frozen:

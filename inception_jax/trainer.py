@@ -23,7 +23,7 @@ import ml_collections
 from clu import parameter_overview
 from tqdm import tqdm
 
-from inception_jax import sharding
+from inception_jax import population, sharding
 from inception_jax.checkpoint import Checkpointer
 from inception_jax.data.bad_images import skipped_list_path
 from inception_jax.data.class_names import run_class_names, save_run_class_names
@@ -38,13 +38,20 @@ from inception_jax.evaluation import accumulate_hits
 from inception_jax.finetune import merge_pretrained
 from inception_jax.freeze import NOTHING, Frozen, freeze_optimizer
 from inception_jax.freeze import resolve as resolve_freeze
+from inception_jax.hparams import HParams
 from inception_jax.interop.common import WeightImportError
 from inception_jax.loss_check import LossCheck
 from inception_jax.metrics import create_writer
 from inception_jax.models import InceptionNet, create
 from inception_jax.models.modules import target_platform
 from inception_jax.monitor import DeadNetworkWatch, health_step
-from inception_jax.optim import create_optimizer, ema_init, learning_rate_schedule
+from inception_jax.optim import (
+    check_schedule,
+    create_optimizer,
+    decay_steps,
+    ema_init,
+    staircase_schedule,
+)
 from inception_jax.preemption import Preemption
 from inception_jax.profiling import StepProfiler
 from inception_jax.train_step import TrainState, eval_step, init_state, train_step
@@ -106,9 +113,10 @@ def training_batches(config: ml_collections.ConfigDict, setup: Setup, start_step
     data_cfg, train_cfg = config.data, config.train
     if data_cfg.name == SYNTHETIC:
         batches = synthetic_batches(train_cfg.global_batch_size, data_cfg.image_size,
-                                    setup.model.num_classes, config.seed, setup.batch_sharding)
+                                    setup.model.num_classes, population.data_seed(config),
+                                    setup.batch_sharding)
         return batches, lambda: 0
-    host = train_batches(data_cfg, train_cfg.global_batch_size, config.seed,
+    host = train_batches(data_cfg, train_cfg.global_batch_size, population.data_seed(config),
                          start_step=start_step,
                          skipped_list=skipped_list_path(workdir, jax.process_index()))
     batches = prefetch_to_device(host, setup.batch_sharding, train_cfg.prefetch_batches)
@@ -123,7 +131,7 @@ def evaluate(setup: Setup, variables: Any, config: ml_collections.ConfigDict,
     if data_cfg.name == SYNTHETIC:
         info = data_info(data_cfg)
         batches = synthetic_eval_batches(batch, data_cfg.image_size, info.num_classes,
-                                         info.num_eval_examples, config.seed)
+                                         info.num_eval_examples, population.data_seed(config))
     else:
         skipped = skipped_list_path(workdir, jax.process_index()) if workdir else None
         batches = eval_batches(data_cfg, batch, skipped_list=skipped)
@@ -161,7 +169,7 @@ class Setup:
     """Everything built from the config for one mesh: model, optimizer, shardings, jitted fns."""
 
     model: InceptionNet
-    schedule: Any
+    members: list[population.MemberRun]  # a population's members; [] for a single run
     class_names: tuple[str, ...]
     frozen: Frozen
     steps_per_epoch: int
@@ -169,7 +177,7 @@ class Setup:
     batch_sharding: Any
     state_sharding: Any
     abstract_state: Any
-    init: Any  # () -> sharded TrainState
+    init: Any  # () -> sharded TrainState (a population: PopulationState)
     step: Any  # (state, global batch) -> (state, metrics)
     eval: Any  # (ema variables, global batch) -> sums
     health: Any  # (state, global batch) -> dead-unit and residual-scale scalars
@@ -181,6 +189,8 @@ def create_setup(
     """Validates the config against the data and builds the sharded, jitted functions.
 
     `info` replaces the dataset's sizes (benchmarks on synthetic data); default: read them.
+    A config with `population.members` gets a population's functions (`population`): the
+    state stacks the members and the step trains them all on each batch.
     """
     train_cfg = config.train
     if config.monitor.on_dead not in ("stop", "warn"):
@@ -192,10 +202,20 @@ def create_setup(
             f"monitor.dead_threshold must be in (0, 1] (the pre-pool zero fraction that counts "
             f"as dead; 1.0 = only zeros), got {config.monitor.dead_threshold!r}."
         )
+    runs = population.members(config) if population.is_population(config) else []
     sharding.check_batch_size(train_cfg.global_batch_size)
     sharding.check_batch_size(train_cfg.eval_batch_size)
     info = info or data_info(config.data)
-    mesh = mesh if mesh is not None else sharding.create_mesh(config.mesh.fsdp_axis)
+    if mesh is None:
+        groups = config.mesh.population_axis if runs else None
+        mesh = sharding.create_mesh(config.mesh.fsdp_axis, population_axis=groups)
+    if runs:
+        population.check_mesh(len(runs), mesh.shape[sharding.POPULATION_AXIS])
+        if train_cfg.init_weights:
+            raise UserError(
+                "train.init_weights is not supported for a population: fine-tune each "
+                "member as its own run, or leave population.members empty."
+            )
     # "auto" model choices follow the devices the step is compiled for, not the host's backend.
     model = build_model(config.model).clone(
         platform=target_platform(mesh.devices.flat[0].platform)
@@ -206,46 +226,62 @@ def create_setup(
             f"{info.num_classes} classes; set --config.model.num_classes={info.num_classes}."
         )
     model.check_image_size(config.data.image_size, "--config.data.image_size")
-    check_accumulation(train_cfg, config.model.bn_group_size, mesh.size)
+    devices = sharding.batch_devices(mesh)
+    check_accumulation(train_cfg, config.model.bn_group_size, devices)
     steps_per_epoch = max(1, info.num_train_examples // train_cfg.global_batch_size)
-    schedule = learning_rate_schedule(
-        config.schedule, steps_per_epoch, train_cfg.global_batch_size
-    )
+    check_schedule(config.schedule)
+    for run in runs:  # the knobs each member changes, checked as its own run would check them
+        build_model(run.config.model)
+        check_schedule(run.config.schedule)
     frozen = frozen_set(config, model)
     model = model.clone(inference_units=frozen.units)
-    tx = freeze_optimizer(create_optimizer(config.optim, schedule), frozen)
-    batch_sharding = sharding.batch_sharding(mesh)
-    init_fn = functools.partial(
-        init_state, model, tx, jax.random.key(config.seed, impl="rbg"), config.data.image_size
-    )
-    abstract = jax.eval_shape(init_fn)
-    state_sharding = sharding.state_shardings(
-        mesh, abstract, int(config.mesh.min_shard_mb * sharding.MB)
-    )
-    replicated = sharding.replicated(mesh)
-    step_fn = jax.jit(
-        functools.partial(
-            train_step, model=model, tx=tx, schedule=schedule, cfg=train_cfg, seed=config.seed,
-            batch_shards=mesh.size, frozen=frozen,
-        ),
-        in_shardings=(state_sharding, batch_sharding),
-        out_shardings=(state_sharding, replicated),
-        donate_argnums=0,
-    )
-    eval_fn = jax.jit(
-        functools.partial(eval_step, model=model),
-        in_shardings=(state_sharding.ema, batch_sharding),
-        out_shardings=replicated,
-    )
+    decay_every = decay_steps(config.schedule, steps_per_epoch)
 
-    def health_fn(state, batch):
-        rng = jax.random.fold_in(jax.random.key(config.seed + 1), state.step)
+    def run_parts(hp: HParams) -> tuple[InceptionNet, Any, Any]:
+        """The model, optimizer and schedule of the run (or member) with knobs `hp`."""
+        schedule = staircase_schedule(hp.peak_lr, config.schedule.decay_rate, decay_every,
+                                      hp.warmup_steps)
+        tx = freeze_optimizer(create_optimizer(config.optim, schedule, hp.weight_decay), frozen)
+        return model.clone(**hp.model_knobs()), tx, schedule
+
+    def run_init(hp: HParams) -> TrainState:
+        net, tx, _ = run_parts(hp)
+        return init_state(net, tx, jax.random.key(hp.seed, impl="rbg"), config.data.image_size)
+
+    def run_step(hp: HParams, state: TrainState, batch: Any) -> tuple[TrainState, Any]:
+        net, tx, schedule = run_parts(hp)
+        return train_step(state, batch, model=net, tx=tx, schedule=schedule, cfg=train_cfg,
+                          hp=hp, batch_shards=devices, frozen=frozen)
+
+    def run_eval(hp: HParams, variables: Any, batch: Any) -> Any:
+        return eval_step(variables, batch, model=run_parts(hp)[0])
+
+    def run_health(hp: HParams, state: TrainState, batch: Any) -> Any:
+        rng = jax.random.fold_in(jax.random.key(hp.seed + 1), state.step)
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        return health_step(variables, batch["image"], model=model, rng=rng)
+        return health_step(variables, batch["image"], model=run_parts(hp)[0], rng=rng)
 
+    min_shard = int(config.mesh.min_shard_mb * sharding.MB)
+    if runs:
+        hps = population.stacked_hparams(runs, steps_per_epoch)
+        init_fn = functools.partial(population.init, run_init, hps)
+        step_fn, eval_fn, health_fn = population.sharded_functions(
+            mesh, hps, run_step, run_eval, run_health)
+        shardings_of = sharding.population_shardings
+    else:
+        hp = HParams.of(config, steps_per_epoch)
+        init_fn = functools.partial(run_init, hp)
+        step_fn = functools.partial(run_step, hp)
+        eval_fn = functools.partial(run_eval, hp)
+        health_fn = functools.partial(run_health, hp)
+        shardings_of = sharding.state_shardings
+    abstract = jax.eval_shape(init_fn)
+    state_sharding = shardings_of(mesh, abstract, min_shard)
+    batch_sharding = sharding.batch_sharding(mesh)
+    replicated = sharding.replicated(mesh)
     return Setup(
         model=model,
-        schedule=schedule,
+        members=runs,
         class_names=info.class_names,
         frozen=frozen,
         steps_per_epoch=steps_per_epoch,
@@ -254,8 +290,10 @@ def create_setup(
         state_sharding=state_sharding,
         abstract_state=abstract,
         init=jax.jit(init_fn, out_shardings=state_sharding),
-        step=step_fn,
-        eval=eval_fn,
+        step=jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
+                     out_shardings=(state_sharding, replicated), donate_argnums=0),
+        eval=jax.jit(eval_fn, in_shardings=(state_sharding.ema, batch_sharding),
+                     out_shardings=replicated),
         health=jax.jit(health_fn, out_shardings=replicated),
     )
 
@@ -404,7 +442,13 @@ def _every(step: int, interval: int | None) -> bool:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Trains (or resumes) the run described by `config` in `workdir`; returns the final state."""
+    """Trains (or resumes) the run described by `config` in `workdir`; returns the final state.
+
+    A config with `population.members` trains that population (`population_trainer`)."""
+    if population.is_population(config):
+        from inception_jax.population_trainer import train_population
+
+        return train_population(config, workdir)
     train_cfg = config.train
     setup = create_setup(config)
     num_steps = setup.num_steps

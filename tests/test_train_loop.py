@@ -15,7 +15,7 @@ from inception_jax.errors import UserError
 from inception_jax.loss_check import NonFiniteLossError
 from inception_jax.losses import cross_entropy
 from inception_jax.models import create
-from inception_jax.optim import create_optimizer
+from inception_jax.optim import create_optimizer, learning_rate_schedule
 from inception_jax.trainer import create_setup, train_and_evaluate
 from tests.helpers import tiny_config
 
@@ -140,7 +140,9 @@ def reference_step_per_device_bn(config, setup, state, batch, devices):
     same optimizer. One jitted function of one shard, called once per shard."""
     knobs = {k: v for k, v in config.model.to_dict().items() if k not in ("name",)}
     plain = create(config.model.name, **{**knobs, "bn_group_size": 0})
-    tx = create_optimizer(config.optim, setup.schedule)
+    schedule = learning_rate_schedule(config.schedule, setup.steps_per_epoch,
+                                      config.train.global_batch_size)
+    tx = create_optimizer(config.optim, schedule)
     per_device = len(batch["label"]) // devices
 
     @jax.jit

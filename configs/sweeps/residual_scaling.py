@@ -70,7 +70,8 @@ DEATH_FIXED = {
 }
 # The paper's fixed scales, in both death sweeps.
 FIXED_VARIANTS = [
-    {"name": f"fixed={s}", "model.residual_scales": (s, s, s)} for s in (1.0, 0.3, 0.2, 0.1)
+    {"name": f"fixed={s}", "model.residual_mode": "fixed", "model.residual_scales": (s, s, s)}
+    for s in (1.0, 0.3, 0.2, 0.1)
 ]
 # Fixed scales and learned ones: a per-block scalar starting at 0 (ReZero; SkipInit learns the
 # same scalar) and a per-channel scale starting at 0.1 (LayerScale).

@@ -299,6 +299,25 @@ def apply_block(
     return x
 
 
+class MemberDropout(nn.Module):
+    """Flax's `nn.Dropout` for a rate that is an array (a population member's rate).
+
+    Same mask from the same key (create it under the name flax's would get, "Dropout_0"); it
+    always draws the mask, since a traced rate cannot be tested for 0 (a rate of 0 keeps all).
+    """
+
+    rate: jax.Array
+    deterministic: bool = False
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        if self.deterministic:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep, shape=x.shape)
+        return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
+
+
 class AuxHead(nn.Module):
     """The auxiliary classifier of slim's v3/v4/IR-v2, adapted to any map size.
 

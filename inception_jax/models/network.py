@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from inception_jax.errors import UserError
@@ -20,10 +21,17 @@ from inception_jax.models.modules import (
     PLATFORMS,
     AuxHead,
     LayerKnobs,
+    MemberDropout,
     Options,
     apply_block,
 )
 from inception_jax.models.specs import RESIDUAL_MODES, Residual, Unit, min_input_size
+
+
+def traced(value: Any) -> bool:
+    """Whether a knob holds an array: a population member's value, inside its vmapped step
+    (checked on the host before it gets there)."""
+    return isinstance(value, jax.Array)
 
 
 def require(condition: bool, message: str) -> None:
@@ -59,7 +67,7 @@ class InceptionNet(nn.Module, LayerKnobs):
         require(self.num_classes >= 1, f"{name}: num_classes must be >= 1, got {self.num_classes}")
         require(self.width > 0, f"{name}: width must be > 0, got {self.width}")
         require(
-            0.0 <= self.dropout_rate < 1.0,
+            traced(self.dropout_rate) or 0.0 <= self.dropout_rate < 1.0,
             f"{name}: dropout_rate must be in [0, 1), got {self.dropout_rate}",
         )
         require(
@@ -143,7 +151,10 @@ class InceptionNet(nn.Module, LayerKnobs):
                 aux = AuxHead(self.num_classes, aux_opts, name="aux")(x).astype(jnp.float32)
         x = jnp.mean(x, axis=(1, 2))
         self.sow("intermediates", "pooled_out", x)
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        if traced(self.dropout_rate):
+            x = MemberDropout(self.dropout_rate, deterministic=not train, name="Dropout_0")(x)
+        else:
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         logits = nn.Dense(self.num_classes, dtype=opts.compute_dtype, name="head")(x)
         logits = logits.astype(jnp.float32)
         if train and aux is not None:
@@ -185,7 +196,7 @@ class InceptionResNet(InceptionNet):
         scales = self.residual_scales
         require(
             isinstance(scales, (tuple, list)) and len(scales) == 3
-            and all(isinstance(s, (int, float)) and (s >= 0 if low == 0.0 else s > 0)
+            and all(traced(s) or (isinstance(s, (int, float)) and (s >= 0 if low == 0.0 else s > 0))
                     for s in scales),
             f"{name}: residual_scales must be 3 {words} numbers (35x35, 17x17, 8x8 stages) "
             f"with residual_mode={self.residual_mode!r}, got {scales!r}",
