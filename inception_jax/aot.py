@@ -46,7 +46,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 from absl import flags  # noqa: E402
 
-from inception_jax import cli, hlo_stats, sharding  # noqa: E402
+from inception_jax import cli, hlo_stats, population, sharding  # noqa: E402
 from inception_jax.errors import UserError  # noqa: E402
 from inception_jax.flops import analytic_flops  # noqa: E402
 from inception_jax.topology import GiB, Topology, parse_topology  # noqa: E402
@@ -266,7 +266,9 @@ def run(config: ml_collections.ConfigDict, topology_name: str, with_eval: bool =
     """Every figure of one config on one topology, as the JSON the CLI writes."""
     topology = parse_topology(topology_name)
     devices = topology_devices(topology)
-    mesh = sharding.create_mesh(config.mesh.fsdp_axis, devices=devices)
+    members = len(config.population.members) if population.is_population(config) else 0
+    groups = config.mesh.population_axis if members else None
+    mesh = sharding.create_mesh(config.mesh.fsdp_axis, devices=devices, population_axis=groups)
     chips = mesh.size
     if config.train.global_batch_size % chips or config.train.eval_batch_size % chips:
         raise UserError(
@@ -286,7 +288,9 @@ def run(config: ml_collections.ConfigDict, topology_name: str, with_eval: bool =
         "model": config.model.name, "topology": topology_name, "chips": chips,
         "device_kind": devices[0].device_kind,
         "hbm_bytes_per_chip": hbm, "compiler_hbm_limit_bytes": limit,
-        "per_chip_batch": config.train.global_batch_size // chips,
+        # A population's batch is split over each member group's chips.
+        "per_chip_batch": config.train.global_batch_size // sharding.batch_devices(mesh),
+        "population_members": members, "population_axis": groups or 0,
         "per_chip_eval_batch": config.train.eval_batch_size // chips,
         "global_batch": config.train.global_batch_size,
         "image_size": config.data.image_size, "dtype": config.model.dtype,
@@ -328,7 +332,10 @@ def table(report: dict[str, Any]) -> str:
         f"{_gib(limit)} GiB allowed by the compiler); {report['dtype']}, remat "
         f"{report['remat']}, scan_unroll {report['scan_unroll']}, conv_impl "
         f"{report['conv_impl']}, fsdp {report['fsdp_axis']}, target platform "
-        f"{report['platform']}",
+        f"{report['platform']}"
+        + (f"; a population of {report['population_members']} members over "
+           f"{report['population_axis']} chip groups" if report.get("population_members")
+           else ""),
         f"{'step':6}{'batch/chip':>11}{'fits':>6}{'HBM GiB':>9}{'headroom':>10}{'args':>8}"
         f"{'temps*':>8}{'compile s':>11}{'TFLOP/chip':>12}  collectives per step (count, bytes)",
     ]
@@ -369,6 +376,8 @@ def main(argv: list[str]) -> None:
     # Compile times must be compilations, not loads from the persistent cache.
     jax.config.update("jax_enable_compilation_cache", False)
     config = _CONFIG.value
+    if _POPULATION.value:
+        config.population.members = tuple({"seed": s} for s in range(_POPULATION.value))
     if _TOPOLOGY.value is None:
         raise UserError("Pass --topology=GENERATION:SHAPE, e.g. --topology=v5e:4x4.")
     report = run(config, _TOPOLOGY.value, _EVAL.value, _MAX_BATCH.value, _BATCH_STEP.value)
@@ -389,5 +398,8 @@ if __name__ == "__main__":  # flags exist only when run as a command
                                    "Search the largest per-chip batch that fits.")
     _BATCH_STEP = flags.DEFINE_integer("batch_step", 8, "Granularity of --max_batch.")
     _OUT = flags.DEFINE_string("out", None, "JSON output file.")
+    _POPULATION = flags.DEFINE_integer(
+        "population", 0, "Compile a population of this many members (seeds 0, 1, ...; "
+        "--config.mesh.population_axis splits them over chip groups) instead of one run.")
     flags.mark_flags_as_required(["config"])
     cli.run(main)

@@ -164,12 +164,32 @@ def init(member_init: MemberFn, hps: HParams) -> PopulationState:
                            failed_at=jnp.zeros((count,), jnp.int32))
 
 
-def step(pstate: PopulationState, batch: Any, hps: HParams, *,
-         member_step: MemberFn) -> tuple[PopulationState, dict[str, jax.Array]]:
+EXECUTIONS = ("vmap", "map")
+
+
+def check_execution(execution: str) -> None:
+    """`population.execution` must name a way to run the members."""
+    if execution not in EXECUTIONS:
+        raise UserError(f"population.execution must be one of {EXECUTIONS}, got {execution!r}.")
+
+
+def for_each_member(member_fn: MemberFn, execution: str, hps: HParams, per_member: Any,
+                    shared: Any) -> Any:
+    """`member_fn(hp, member's part, shared)` of every member, stacked: batched ("vmap": each
+    op once for all members; a convolution becomes a grouped one) or one after another
+    ("map": a loop in the program, holding one member's activations at a time; 4x slower
+    than "vmap" on CPU, BENCHMARKS.md)."""
+    if execution == "vmap":
+        return jax.vmap(member_fn, in_axes=(0, 0, None))(hps, per_member, shared)
+    return jax.lax.map(lambda args: member_fn(*args, shared), (hps, per_member))
+
+
+def step(pstate: PopulationState, batch: Any, hps: HParams, *, member_step: MemberFn,
+         execution: str) -> tuple[PopulationState, dict[str, jax.Array]]:
     """One train step of every active member on the same batch: `member_step(hp, state,
-    batch)` vmapped. A member whose loss or new weights are not finite keeps its old state and
+    batch)` of each. A member whose loss or new weights are not finite keeps its old state and
     stops; a stopped member's state does not change. Metrics: one value per member."""
-    new, metrics = jax.vmap(member_step, in_axes=(0, 0, None))(hps, pstate.members, batch)
+    new, metrics = for_each_member(member_step, execution, hps, pstate.members, batch)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["param_norm"])
     keep = pstate.active & finite
 
@@ -181,9 +201,10 @@ def step(pstate: PopulationState, batch: Any, hps: HParams, *,
                            active=keep, failed_at=failed_at), metrics
 
 
-def per_member(member_fn: MemberFn, hps: HParams, variables: Any, batch: Any) -> Any:
+def per_member(member_fn: MemberFn, execution: str, hps: HParams, variables: Any,
+               batch: Any) -> Any:
     """`member_fn(hp, member_variables, batch)` of every member (eval, health)."""
-    return jax.vmap(member_fn, in_axes=(0, 0, None))(hps, variables, batch)
+    return for_each_member(member_fn, execution, hps, variables, batch)
 
 
 def over_member_groups(fn: Callable[..., Any], mesh: Any, in_specs: Any,
@@ -199,17 +220,19 @@ def over_member_groups(fn: Callable[..., Any], mesh: Any, in_specs: Any,
                          axis_names={POPULATION_AXIS})
 
 
-def sharded_functions(mesh: Any, hps: HParams, member_step: MemberFn, member_eval: MemberFn,
+def sharded_functions(mesh: Any, hps: HParams, execution: str, member_step: MemberFn,
+                      member_eval: MemberFn,
                       member_health: MemberFn) -> tuple[Callable[..., Any], ...]:
     """(step, eval, health) of the population, each member group on its devices:
     step(pstate, batch), eval(ema variables, batch), health(pstate, batch)."""
     members, shared = PartitionSpec(POPULATION_AXIS), PartitionSpec()
     state = PopulationState(step=shared, members=members, active=members, failed_at=members)
-    train = over_member_groups(functools.partial(step, member_step=member_step), mesh,
-                               (state, shared, members), (state, members))
-    evaluate = over_member_groups(functools.partial(per_member, member_eval), mesh,
+    train = over_member_groups(
+        functools.partial(step, member_step=member_step, execution=execution), mesh,
+        (state, shared, members), (state, members))
+    evaluate = over_member_groups(functools.partial(per_member, member_eval, execution), mesh,
                                   (members, members, shared), members)
-    health = over_member_groups(functools.partial(per_member, member_health), mesh,
+    health = over_member_groups(functools.partial(per_member, member_health, execution), mesh,
                                 (members, members, shared), members)
     return (lambda s, b: train(s, b, hps), lambda v, b: evaluate(hps, v, b),
             lambda s, b: health(hps, s.members, b))

@@ -13,7 +13,8 @@ residual scales, learning rate, seed, ...) train together as one program
 A sweep file's `get_sweep(arg)` returns a dict with `config` (a config spec such as
 "configs/inception_resnet_v1.py:smoke"), `fixed` (overrides for every run, dotted keys) and
 `axes` (dotted key → list of values; the key "config" sweeps over config specs) and/or
-`variants` (a list of {"name", "config", dotted overrides}, crossed with the axes). Each run
+`variants` (a list of {"name", "config", dotted overrides}, crossed with the axes), and
+optionally `map` (two dotted keys: the runs are also drawn as a grid of their outcomes). Each run
 trains in `WORKDIR/<setting>=<value>,...`, so rerunning the command resumes unfinished runs.
 """
 
@@ -145,12 +146,23 @@ def command(run: Run, workdir: str) -> list[str]:
     return args
 
 
+def write_map(run_dirs: list[str], x_key: str, y_key: str, workdir: str) -> None:
+    """The sweep's runs as a map of `x_key` by `y_key`: WORKDIR/death_map.png and .md."""
+    from inception_jax.plot import death_map
+
+    table = death_map(run_dirs, x_key, y_key, os.path.join(workdir, "death_map.png"))
+    with open(os.path.join(workdir, "death_map.md"), "w") as f:
+        f.write(table + "\n")
+    print(f"map: {os.path.join(workdir, 'death_map.png')}\n{table}")
+
+
 @cli.friendly
 def main(argv: list[str]) -> None:
     del argv
     if not _SWEEP.value or not _WORKDIR.value:
         raise UserError("Pass --sweep=configs/sweeps/FILE.py[:arg] and --workdir=DIR.")
-    runs = expand(load_sweep(_SWEEP.value))
+    sweep = load_sweep(_SWEEP.value)
+    runs = expand(sweep)
     if _POPULATION.value:
         groups = group(runs)
         jobs = [(g.name, group_command(g, _WORKDIR.value)) for g in groups]
@@ -180,6 +192,8 @@ def main(argv: list[str]) -> None:
         out = os.path.join(_WORKDIR.value, "sweep.png")
         plot_runs(run_dirs, out)
         print(f"plot: {out}")
+    if _PLOT.value and sweep.get("map"):
+        write_map(run_dirs, *sweep["map"], _WORKDIR.value)
     failed = [s["run"] for s in summary if s["exit_code"]]
     if failed:
         print(f"{len(failed)} run(s) stopped with an error: {', '.join(failed)}", file=sys.stderr)

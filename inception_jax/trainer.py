@@ -265,8 +265,9 @@ def create_setup(
     if runs:
         hps = population.stacked_hparams(runs, steps_per_epoch)
         init_fn = functools.partial(population.init, run_init, hps)
+        population.check_execution(config.population.execution)
         step_fn, eval_fn, health_fn = population.sharded_functions(
-            mesh, hps, run_step, run_eval, run_health)
+            mesh, hps, config.population.execution, run_step, run_eval, run_health)
         shardings_of = sharding.population_shardings
     else:
         hp = HParams.of(config, steps_per_epoch)

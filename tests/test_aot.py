@@ -277,3 +277,24 @@ def test_max_batch_doubles_then_bisects(monkeypatch):
     down = aot.max_batch(config, mesh, start=256, step=8, limit=1000)
     assert down["max_per_chip_batch"] == 96 and down["tried"]["256"] is False
     assert aot.max_batch(config, mesh, start=8, step=8, limit=10)["max_per_chip_batch"] == 0
+
+
+@needs_libtpu
+@pytest.mark.slow
+def test_a_population_compiles_for_a_slice_with_its_members_split_over_chip_groups(tmp_path):
+    reports = {}
+    for groups in (1, 2):
+        config = _config(tmp_path, 1)
+        config.model.blocks = (0, 0, 1)
+        config.population.members = tuple({"seed": s, "model.residual_scales": (r,) * 3}
+                                          for s, r in enumerate((1.0, 0.5, 0.2, 0.1)))
+        config.mesh.population_axis = groups
+        reports[groups] = aot.run(config, TOPOLOGY, with_eval=False)
+    one, two = reports[1], reports[2]
+    assert one["fits"] and two["fits"]
+    assert (one["population_members"], two["population_axis"]) == (4, 2)
+    # Two groups of two chips: each chip holds two members' state, not four, and each group
+    # splits the batch over two chips, not four (twice the images per chip).
+    assert two["per_chip_batch"] == 2 * one["per_chip_batch"] == 16
+    assert two["state_bytes_per_chip"] < 0.6 * one["state_bytes_per_chip"]
+    assert "a population of 4 members over 2 chip groups" in aot.table(two)

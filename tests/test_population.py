@@ -132,6 +132,18 @@ def test_members_split_over_devices_train_as_on_one_device(tmp_path):
     assert max_difference(split, alone) < 1.5e-4
 
 
+@pytest.mark.slow
+def test_members_one_after_another_train_as_batched_members(tmp_path):
+    config = tiny_config(str(tmp_path), **RESIDUAL)
+    config.population.members = MEMBERS[:2]
+    states = {}
+    for execution in ("vmap", "map"):
+        config.population.execution = execution
+        setup = create_setup(config, mesh=one_device_mesh(1))
+        states[execution], _ = train(setup, batches(setup, 1))
+    assert max_difference(states["map"].members, states["vmap"].members) < 1e-5
+
+
 def test_a_member_that_diverges_stops_alone_keeping_its_last_finite_state(tmp_path):
     config = tiny_config(str(tmp_path), **RESIDUAL)
     config.population.members = (
@@ -261,6 +273,17 @@ def test_a_group_killed_and_rerun_ends_bit_identical_with_one_folder_per_member(
         member_from_checkpoint(str(reference))
     plot_runs([str(reference / n) for n in NAMES], str(tmp_path / "plot.png"))
     assert (tmp_path / "plot.png").stat().st_size > 10_000
+
+    # A damaged newest group checkpoint: set aside, the rerun resumes from the one before.
+    newest = killed / "checkpoints" / "6"
+    damaged = max((p for p in (newest / "state").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    output = run_group(data_dir, killed)
+    assert re.search(r"is damaged .*crc32c.* resuming from step 4\.", output), output[-3000:]
+    assert kill_points.differing_arrays(reference, killed, 6) == []
 
 
 def test_the_monitor_stops_a_dead_member_and_the_others_go_on():

@@ -222,6 +222,19 @@ def unknown_config_key(ctx):
             "--config.train.nmu_steps=3"])
 
 
+def population(ctx, *members, **overrides):
+    """create_setup of the tiny config training `members` as a population."""
+    config = tiny_config(ctx.data_dir, **{"data.name": "synthetic", **overrides})
+    config.population.members = members
+    return trainer.create_setup(config)
+
+
+def group_folder_for_evaluation(ctx):
+    checkpoints(ctx, {"model": {"name": "inception_v4"}, "population": {
+        "members": [{"name": "seed=0", "seed": 0}, {"name": "seed=1", "seed": 1}]}})
+    return member_from(None, str(ctx.tmp / "work"))
+
+
 def the_cli(workdir: Callable[[Any], Path], devices: int = 8, **overrides) -> Callable:
     """A trigger running train.py (tiny config): raises UserError(its message) if it printed
     one `error: ...` line and exited with status 2, AssertionError otherwise."""
@@ -482,6 +495,33 @@ ROWS = [
     Row("Sweep naming no config", "sweep",
         lambda ctx: sweep.expand({"axes": {"seed": [1, 2]}}),
         r"^The sweep names no config: set `config` or a `config` axis"),
+    Row("Population members differing in a knob that shapes the program", CONFIG,
+        lambda ctx: population(ctx, {"seed": 0}, {"seed": 1, "train.global_batch_size": 32}),
+        r"^population\.members\[1\] sets train\.global_batch_size, which is not a population "
+        r"knob: members may differ only in seed, model\.residual_scales, .* Runs that differ in "
+        r"train\.global_batch_size train as separate populations"),
+    Row("Population member knob the network does not have", CONFIG,
+        lambda ctx: population(ctx, {"seed": 0},
+                               {"seed": 1, "model.residual_scales": (0.1, 0.1)}),
+        r"residual_scales must be 3 positive numbers"),
+    Row("Population members that are the same", CONFIG,
+        lambda ctx: population(ctx, {"seed": 1}, {"seed": 1}),
+        r"^population\.members has members with the same name or settings"),
+    Row("Population not split evenly over the devices", CONFIG,
+        lambda ctx: population(ctx, {"seed": 0}, {"seed": 1}, {"seed": 2},
+                               **{"mesh.population_axis": 2}),
+        r"^mesh\.population_axis=2 must divide the 3 members"),
+    Row("Unknown way to run a population's members", CONFIG,
+        lambda ctx: population(ctx, {"seed": 0}, {"seed": 1},
+                               **{"population.execution": "loop"}),
+        r"^population\.execution must be one of \('vmap', 'map'\), got 'loop'"),
+    Row("Population starting from a weights file", CONFIG,
+        lambda ctx: population(ctx, {"seed": 0}, {"seed": 1},
+                               **{"train.init_weights": "w.safetensors"}),
+        r"^train\.init_weights is not supported for a population"),
+    Row("A population's folder where one run is expected", "evaluate, predict, export",
+        group_folder_for_evaluation,
+        r"holds a population of 2 members: pass one member's folder, e\.g\. .*/seed=0"),
 ]
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from inception_jax.plot import curves, plot_runs, run_labels
+from inception_jax.plot import _seed_and_key, curves, death_map, died_at, plot_runs, run_labels
 from inception_jax.sweep import command, expand, load_sweep
 from tests.helpers import ROOT, TINY, TINY_MODEL, run_env
 
@@ -118,3 +118,46 @@ def test_run_labels_name_what_differs_and_show_lists_as_tuples(tmp_path):
         runs.append(str(run))
     assert run_labels(runs) == ["residual_scales=(1.0, 1.0, 1.0)",
                                 "residual_scales=(0.1, 0.1, 0.1)"]
+
+
+def fake_run(root, name, scale, rate, seed, died=None, top1=None):
+    """A run folder with the config.json and metrics.jsonl a finished run leaves."""
+    run = root / name
+    run.mkdir(parents=True)
+    config = {"seed": seed, "model": {"residual_scales": [scale] * 3},
+              "schedule": {"base_lr": rate}}
+    (run / "config.json").write_text(json.dumps(config))
+    rows = [{"step": 10, "loss": 2.0, "dead/prepool_zero_frac": 0.5},
+            {"step": 100, "eval_top1": 0.1, "eval_top5": 0.5}]
+    if died:
+        rows.append({"step": died, "loss": 2.3, "died_at_step": float(died)})
+    if top1 is not None:
+        rows.append({"step": 400, "eval_top1": top1, "eval_top5": 0.9})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(run)
+
+
+def test_the_death_map_shows_each_cell_died_or_its_final_eval(tmp_path):
+    runs = [fake_run(tmp_path, "a", 1.0, 0.25, 0, died=260),
+            fake_run(tmp_path, "b", 1.0, 0.25, 1, died=270),
+            fake_run(tmp_path, "c", 0.1, 0.25, 0, top1=0.8),
+            fake_run(tmp_path, "d", 0.1, 0.25, 1, top1=0.9),
+            fake_run(tmp_path, "e", 1.0, 0.125, 0, top1=0.5),
+            fake_run(tmp_path, "f", 1.0, 0.125, 1, died=300),
+            fake_run(tmp_path, "g", 0.1, 0.125, 0, top1=0.7),
+            fake_run(tmp_path, "h", 0.1, 0.125, 1, top1=0.75)]
+    table = death_map(runs, "schedule.base_lr", "model.residual_scales",
+                      str(tmp_path / "map.png"))
+    assert table.splitlines() == [
+        "| residual_scales \\ base_lr | 0.125 | 0.25 |",
+        "|---|---|---|",
+        "| 1.0 | 50% / died 300 | died 260 / died 270 |",
+        "| 0.1 | 70% / 75% | 80% / 90% |",
+    ]
+    assert (tmp_path / "map.png").stat().st_size > 10_000
+    # The curves: one colour per setting, one line style per seed, deaths named.
+    seeds, keys = _seed_and_key(runs[:4])
+    assert seeds == [0, 1, 0, 1]
+    assert keys[0] == keys[1] != keys[2] == keys[3]
+    plot_runs(runs, str(tmp_path / "curves.png"))
+    assert died_at(runs[0]) == 260 and died_at(runs[2]) is None

@@ -9,6 +9,10 @@ CPU reproduction (4 runs, IR-v1 at width 0.6 = 1,075 filters in the 8x8 stage, ~
 Death on a CPU (12 runs: fixed scales 1.0/0.3/0.2/0.1 and two learned scales, 2 seeds):
     python -m inception_jax.sweep --sweep=configs/sweeps/residual_scaling.py:death \\
         --workdir=sweeps/residual_scaling_death
+Where death begins, as a map (40 runs as one population: scale 1.0/0.5/0.3/0.2/0.1 x learning
+rate 0.125/0.25/0.375/0.5 x 2 seeds; writes WORKDIR/death_map.png and death_map.md):
+    python -m inception_jax.sweep --sweep=configs/sweeps/residual_scaling.py:death_map \\
+        --workdir=sweeps/residual_scaling_death_map --population
 The first regime tried (14 runs, one 8x8 block at 10x the rate; every scale damaged):
     python -m inception_jax.sweep --sweep=configs/sweeps/residual_scaling.py:death_shallow \\
         --workdir=sweeps/residual_scaling_death_shallow
@@ -45,8 +49,10 @@ def get_sweep(arg: str | None = None) -> dict:
         return death_sweep()
     if arg == "death_shallow":
         return death_sweep(shallow=True)
-    raise ValueError(
-        f"unknown sweep variant {arg!r}; use 'cpu', 'death', 'death_shallow' or nothing")
+    if arg == "death_map":
+        return death_map_sweep()
+    raise ValueError(f"unknown sweep variant {arg!r}; use 'cpu', 'death', 'death_map', "
+                     "'death_shallow' or nothing")
 
 
 # The regime in which an unscaled Inception-ResNet dies on a 2-core CPU and scaled ones train
@@ -100,4 +106,21 @@ def death_sweep(shallow: bool = False) -> dict:
         "fixed": SHALLOW_FIXED if shallow else DEATH_FIXED,
         "variants": SHALLOW_VARIANTS if shallow else DEATH_VARIANTS,
         "axes": {"seed": [0, 1]},
+    }
+
+
+# The map: the :death regime over fixed scales and learning rates around its 0.25.
+MAP_SCALES = (1.0, 0.5, 0.3, 0.2, 0.1)
+MAP_RATES = (0.125, 0.25, 0.375, 0.5)
+
+
+def death_map_sweep() -> dict:
+    """Fixed scale x learning rate x 2 seeds (40 runs) in the :death regime; the sweep draws
+    them as a map (`map`: the x and y settings)."""
+    return {
+        "config": "configs/inception_resnet_v1.py:smoke",
+        "fixed": {**DEATH_FIXED, "train.eval_every_steps": 200},
+        "axes": {"model.residual_scales": [(s, s, s) for s in MAP_SCALES],
+                 "schedule.base_lr": list(MAP_RATES), "seed": [0, 1]},
+        "map": ("schedule.base_lr", "model.residual_scales"),
     }

@@ -58,7 +58,7 @@ class Options(LayerKnobs):
         return DTYPES[self.dtype]
 
 
-CONV_IMPLS = ("auto", "xla", "rewrite")
+CONV_IMPLS = ("auto", "xla", "rewrite", "patches")
 PLATFORMS = ("cpu", "gpu", "tpu")
 
 
@@ -98,10 +98,30 @@ def stage_unroll(scan_unroll: int, repeat: int, platform: str | None = None) -> 
     return max(1, min(scan_unroll, repeat))
 
 
+def patches_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int,
+                   padding: Any) -> jnp.ndarray:
+    """NHWC × HWIO convolution as one matmul of the image's patches (im2col) by the kernel.
+
+    Slower alone, but under `vmap` over members with their own kernels it is one batched
+    matmul, where XLA's CPU convolution becomes a grouped convolution (`conv_impl="patches"`)."""
+    kh, kw = kernel.shape[:2]
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (stride, stride), padding)
+    x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    h, w = (x.shape[1] - kh) // stride + 1, (x.shape[2] - kw) // stride + 1
+    windows = [x[:, i:i + (h - 1) * stride + 1:stride, j:j + (w - 1) * stride + 1:stride]
+               for i in range(kh) for j in range(kw)]
+    cols = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
+    return jnp.einsum("nhwk,ko->nhwo", cols, kernel.reshape(-1, kernel.shape[-1]))
+
+
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int, padding: Any,
-           rewrite: bool) -> jnp.ndarray:
+           rewrite: bool, patches: bool = False) -> jnp.ndarray:
     """NHWC × HWIO convolution. With `rewrite`, a stride-1 1×1 conv is a matmul and an n×1
-    conv runs as a 1×n conv on the transposed image: same result, faster CPU gradients."""
+    conv runs as a 1×n conv on the transposed image: same result, faster CPU gradients. With
+    `patches`, every conv is a matmul of patches (`patches_conv2d`)."""
+    if patches:
+        return patches_conv2d(x, kernel, stride, padding)
     kh, kw = kernel.shape[:2]
     if rewrite and stride == 1 and kh == kw == 1:
         return jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0])
@@ -131,7 +151,7 @@ class Conv2D(nn.Module):
         shape = (*self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", conv_init, shape, jnp.float32)
         y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding,
-                   use_rewrite(self.conv_impl, self.platform))
+                   use_rewrite(self.conv_impl, self.platform), self.conv_impl == "patches")
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
         return y
