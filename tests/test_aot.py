@@ -281,20 +281,28 @@ def test_max_batch_doubles_then_bisects(monkeypatch):
 
 @needs_libtpu
 @pytest.mark.slow
-def test_a_population_compiles_for_a_slice_with_its_members_split_over_chip_groups(tmp_path):
-    reports = {}
-    for groups in (1, 2):
+def test_a_population_compiles_for_a_slice_with_its_members_split_over_chip_groups(
+        devices, tmp_path):
+    from inception_jax.data.pipeline import DatasetInfo
+    from inception_jax.trainer import create_setup
+
+    def population_config(groups):
         config = _config(tmp_path, 1)
         config.model.blocks = (0, 0, 1)
         config.population.members = tuple({"seed": s, "model.residual_scales": (r,) * 3}
                                           for s, r in enumerate((1.0, 0.5, 0.2, 0.1)))
         config.mesh.population_axis = groups
-        reports[groups] = aot.run(config, TOPOLOGY, with_eval=False)
-    one, two = reports[1], reports[2]
-    assert one["fits"] and two["fits"]
-    assert (one["population_members"], two["population_axis"]) == (4, 2)
-    # Two groups of two chips: each chip holds two members' state, not four, and each group
-    # splits the batch over two chips, not four (twice the images per chip).
-    assert two["per_chip_batch"] == 2 * one["per_chip_batch"] == 16
-    assert two["state_bytes_per_chip"] < 0.6 * one["state_bytes_per_chip"]
+        return config
+
+    two = aot.run(population_config(2), TOPOLOGY, with_eval=False)
+    assert two["fits"] and (two["population_members"], two["population_axis"]) == (4, 2)
+    # Two groups of two chips: each group splits the batch over two chips, not four (twice
+    # the images per chip), and each chip holds two members' state, not four.
+    assert two["per_chip_batch"] == 16
     assert "a population of 4 members over 2 chip groups" in aot.table(two)
+    one_group = population_config(1)
+    setup = create_setup(one_group, mesh=sharding.create_mesh(1, devices=devices,
+                                                              population_axis=1),
+                         info=DatasetInfo(128, 32, 10, 75))
+    state = aot.abstract_inputs(setup, one_group)["state"]
+    assert two["state_bytes_per_chip"] < 0.6 * aot._per_chip_bytes(state)

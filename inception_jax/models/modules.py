@@ -335,7 +335,8 @@ class MemberDropout(nn.Module):
             return x
         keep = 1.0 - self.rate
         mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep, shape=x.shape)
-        return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
+        # In x's dtype, as flax divides by a Python float (bfloat16 stays bfloat16).
+        return jax.lax.select(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
 
 
 class AuxHead(nn.Module):
