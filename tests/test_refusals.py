@@ -500,7 +500,7 @@ ROWS = [
         r"^population\.members\[1\] sets train\.global_batch_size, which is not a population "
         r"knob: members may differ only in seed, model\.residual_scales, .* Runs that differ in "
         r"train\.global_batch_size train as separate populations"),
-    Row("Population member knob the network does not have", CONFIG,
+    Row("Population member with residual scales the network refuses", CONFIG,
         lambda ctx: population(ctx, {"seed": 0},
                                {"seed": 1, "model.residual_scales": (0.1, 0.1)}),
         r"residual_scales must be 3 positive numbers"),
