@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax
-import jax
 import ml_collections
 import numpy as np
 
@@ -89,7 +88,3 @@ def stack(members: list[HParams]) -> HParams:
 
     return HParams(**{f: column(f) for f in HParams.__dataclass_fields__})
 
-
-def member(stacked: HParams, index: int) -> HParams:
-    """Row `index` of a stacked struct."""
-    return jax.tree.map(lambda a: a[index], stacked)

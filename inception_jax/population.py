@@ -201,12 +201,6 @@ def step(pstate: PopulationState, batch: Any, hps: HParams, *, member_step: Memb
                            active=keep, failed_at=failed_at), metrics
 
 
-def per_member(member_fn: MemberFn, execution: str, hps: HParams, variables: Any,
-               batch: Any) -> Any:
-    """`member_fn(hp, member_variables, batch)` of every member (eval, health)."""
-    return for_each_member(member_fn, execution, hps, variables, batch)
-
-
 def over_member_groups(fn: Callable[..., Any], mesh: Any, in_specs: Any,
                        out_specs: Any) -> Callable[..., Any]:
     """`fn` run by each device group of the mesh's `population` axis on its own members.
@@ -230,9 +224,9 @@ def sharded_functions(mesh: Any, hps: HParams, execution: str, member_step: Memb
     train = over_member_groups(
         functools.partial(step, member_step=member_step, execution=execution), mesh,
         (state, shared, members), (state, members))
-    evaluate = over_member_groups(functools.partial(per_member, member_eval, execution), mesh,
+    evaluate = over_member_groups(functools.partial(for_each_member, member_eval, execution), mesh,
                                   (members, members, shared), members)
-    health = over_member_groups(functools.partial(per_member, member_health, execution), mesh,
+    health = over_member_groups(functools.partial(for_each_member, member_health, execution), mesh,
                                 (members, members, shared), members)
     return (lambda s, b: train(s, b, hps), lambda v, b: evaluate(hps, v, b),
             lambda s, b: health(hps, s.members, b))

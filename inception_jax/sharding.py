@@ -85,30 +85,22 @@ def _leaf_spec(
 def state_shardings(mesh: Mesh, abstract_state: Any, min_size_bytes: int) -> Any:
     """Shardings for a pytree of shape structs: arrays of at least `min_size_bytes` split over
     `fsdp` (see `_leaf_spec`), smaller ones replicated."""
-    fsdp_size = mesh.shape["fsdp"]
-
-    def sharding(x: Any) -> NamedSharding:
-        shape = tuple(x.shape)
-        nbytes = math.prod(shape) * np.dtype(x.dtype).itemsize
-        return NamedSharding(mesh, _leaf_spec(shape, nbytes, fsdp_size, min_size_bytes))
-
-    return jax.tree.map(sharding, abstract_state)
+    return jax.tree.map(lambda x: _sharding(mesh, x, min_size_bytes), abstract_state)
 
 
 def population_shardings(mesh: Mesh, abstract_state: Any, min_size_bytes: int) -> Any:
     """Shardings for a population's state: the leading member axis split over `population`,
     each member's array as `state_shardings` splits it; scalars replicated."""
-    fsdp_size = mesh.shape["fsdp"]
+    return jax.tree.map(
+        lambda x: _sharding(mesh, x, min_size_bytes, members=bool(x.shape)), abstract_state)
 
-    def sharding(x: Any) -> NamedSharding:
-        if not x.shape:
-            return NamedSharding(mesh, PartitionSpec())
-        shape = tuple(x.shape[1:])
-        nbytes = math.prod(shape) * np.dtype(x.dtype).itemsize
-        inner = _leaf_spec(shape, nbytes, fsdp_size, min_size_bytes)
-        return NamedSharding(mesh, PartitionSpec(POPULATION_AXIS, *inner))
 
-    return jax.tree.map(sharding, abstract_state)
+def _sharding(mesh: Mesh, x: Any, min_size_bytes: int, members: bool = False) -> NamedSharding:
+    """One array's sharding (`members`: its leading axis is the population's members)."""
+    shape = tuple(x.shape[1:] if members else x.shape)
+    nbytes = math.prod(shape) * np.dtype(x.dtype).itemsize
+    spec = _leaf_spec(shape, nbytes, mesh.shape["fsdp"], min_size_bytes)
+    return NamedSharding(mesh, PartitionSpec(POPULATION_AXIS, *spec) if members else spec)
 
 
 def check_batch_size(global_batch_size: int, processes: int | None = None,
